@@ -1,0 +1,377 @@
+//! The arithmetic a network is computed in: [`Fixed`] (the product) or [`Float`] (the f32 reference).
+//!
+//! Layers and models are written once, generic over [`Arith`]. The fixed-point implementation does all
+//! its rounding in the methods here, at the storage points listed in [`crate::fixed`]; the float one
+//! ignores the fraction-bit arguments.
+
+#![forbid(unsafe_code)]
+
+use core::fmt::Debug;
+use core::ops::{Add, AddAssign};
+
+use crate::fixed::{self, ACT_FRAC, DELTA_FRAC, HYPER_FRAC, MASTER_FRAC, TANH_IN_FRAC};
+use crate::simd;
+use crate::tanh;
+
+/// SGD with momentum and weight decay, MXNet's form:
+/// `mom = momentum * mom - lr * (grad / batch) - lr * weight_decay * w;  w += mom`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// Learning rate (the paper's example: 0.05).
+    pub learning_rate: f64,
+    /// Momentum (MXNet's example default: 0.9).
+    pub momentum: f64,
+    /// L2 weight decay, applied to weights and not to biases (MXNet's default multipliers): 1e-4.
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig { learning_rate: 0.05, momentum: 0.9, weight_decay: 1e-4 }
+    }
+}
+
+/// One way of computing a network: the types values are stored in, and every operation that rounds.
+pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
+    /// Inputs, activations, deltas and working weights (`i16` or `f32`).
+    type Val: Copy + Default + PartialOrd + Send + Sync + Debug + 'static;
+    /// Exact sums: pre-activations, back-propagated sums and gradients (`i64` or `f32`).
+    type Acc: Copy
+        + Default
+        + PartialOrd
+        + Add<Output = Self::Acc>
+        + AddAssign
+        + Send
+        + Sync
+        + Debug
+        + 'static;
+    /// Master weights, biases and momentum (`i32` Q7.24 or `f32`).
+    type Param: Copy + Default + PartialEq + Send + Sync + Debug + 'static;
+    /// The optimizer's constants, converted once per run.
+    type Sgd: Copy + Debug;
+
+    /// A short name for reports ("fixed" or "f32").
+    const NAME: &'static str;
+    /// Zero of each type, for `static` initialisers.
+    const ZERO_VAL: Self::Val;
+    /// Zero accumulator.
+    const ZERO_ACC: Self::Acc;
+    /// Zero parameter.
+    const ZERO_PARAM: Self::Param;
+
+    /// `sum(a[i] * b[i])`.
+    fn dot(a: &[Self::Val], b: &[Self::Val]) -> Self::Acc;
+    /// `acc[i] += scale * x[i]`.
+    fn axpy(acc: &mut [Self::Acc], scale: Self::Val, x: &[Self::Val]);
+    /// A stored value as an accumulator with the same scale.
+    fn widen(v: Self::Val) -> Self::Acc;
+    /// An input pixel in the input format.
+    fn pixel(p: u8) -> Self::Val;
+
+    /// The working copy of a master parameter, in `frac` fraction bits.
+    fn working(p: Self::Param, frac: u32) -> Self::Val;
+    /// A master bias added into an accumulator of `acc_frac` fraction bits.
+    fn bias(p: Self::Param, acc_frac: u32) -> Self::Acc;
+    /// A master parameter from a real number (initialisation, loading).
+    fn param_from_f64(x: f64) -> Self::Param;
+    /// The real number a master parameter stands for.
+    fn param_to_f64(p: Self::Param) -> f64;
+    /// A master parameter's bits, little-endian (hashing, checkpoints, the wire).
+    fn param_le_bytes(p: Self::Param) -> [u8; 4];
+
+    /// An accumulator rounded into a stored value of `to` fraction bits.
+    fn requantize(acc: Self::Acc, from: u32, to: u32) -> Self::Val;
+    /// `tanh` of a pre-activation, into the activation format.
+    fn tanh(acc: Self::Acc, acc_frac: u32) -> Self::Val;
+    /// Delta at a tanh's input: `grad * (1 - y^2)`, with one rounding, into the delta format.
+    fn tanh_backward(grad: Self::Acc, grad_frac: u32, y: Self::Val) -> Self::Val;
+
+    /// The real number an accumulator stands for (logits).
+    fn acc_to_f64(acc: Self::Acc, frac: u32) -> f64;
+    /// The real number a stored value stands for.
+    fn val_to_f64(v: Self::Val, frac: u32) -> f64;
+    /// A real number as a stored value (output deltas).
+    fn val_from_f64(x: f64, frac: u32) -> Self::Val;
+
+    /// Converts the optimizer settings.
+    fn sgd_constants(config: &SgdConfig) -> Self::Sgd;
+    /// Applies one step to a tensor: `grads` are the batch sums in `grad_frac` fraction bits over
+    /// `batch` samples; weight decay applies when `decay`.
+    fn sgd_step(
+        sgd: &Self::Sgd,
+        params: &mut [Self::Param],
+        momentum: &mut [Self::Param],
+        grads: &[Self::Acc],
+        grad_frac: u32,
+        batch: u32,
+        decay: bool,
+    );
+}
+
+/// The product's arithmetic: `i16` values, exact `i64` sums, `i32` Q7.24 master parameters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fixed;
+
+/// The optimizer constants in [`HYPER_FRAC`] fraction bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedSgd {
+    momentum: i64,
+    learning_rate: i64,
+    decay_step: i64,
+}
+
+impl Arith for Fixed {
+    type Val = i16;
+    type Acc = i64;
+    type Param = i32;
+    type Sgd = FixedSgd;
+    const NAME: &'static str = "fixed";
+    const ZERO_VAL: i16 = 0;
+    const ZERO_ACC: i64 = 0;
+    const ZERO_PARAM: i32 = 0;
+
+    #[inline]
+    fn dot(a: &[i16], b: &[i16]) -> i64 {
+        simd::dot_i16(a, b)
+    }
+    #[inline]
+    fn axpy(acc: &mut [i64], scale: i16, x: &[i16]) {
+        simd::axpy_i16(acc, scale, x)
+    }
+    #[inline]
+    fn widen(v: i16) -> i64 {
+        v as i64
+    }
+    #[inline]
+    fn pixel(p: u8) -> i16 {
+        fixed::pixel_to_q14(p)
+    }
+    #[inline]
+    fn working(p: i32, frac: u32) -> i16 {
+        fixed::to_i16(p as i64, MASTER_FRAC, frac)
+    }
+    #[inline]
+    fn bias(p: i32, acc_frac: u32) -> i64 {
+        fixed::rescale(p as i64, MASTER_FRAC, acc_frac)
+    }
+    fn param_from_f64(x: f64) -> i32 {
+        fixed::saturate_i32(fixed::from_f64(x, MASTER_FRAC))
+    }
+    fn param_to_f64(p: i32) -> f64 {
+        fixed::to_f64(p as i64, MASTER_FRAC)
+    }
+    fn param_le_bytes(p: i32) -> [u8; 4] {
+        p.to_le_bytes()
+    }
+    #[inline]
+    fn requantize(acc: i64, from: u32, to: u32) -> i16 {
+        fixed::to_i16(acc, from, to)
+    }
+    #[inline]
+    fn tanh(acc: i64, acc_frac: u32) -> i16 {
+        tanh::tanh_q(fixed::to_i16(acc, acc_frac, TANH_IN_FRAC))
+    }
+    #[inline]
+    fn tanh_backward(grad: i64, grad_frac: u32, y: i16) -> i16 {
+        let slope = tanh::tanh_slope_q(y) as i128;
+        let product = grad as i128 * slope; // grad_frac + 15 fraction bits
+        let delta = fixed::rescale_i128(product, grad_frac + ACT_FRAC, DELTA_FRAC);
+        fixed::saturate_i16(delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+    }
+    fn acc_to_f64(acc: i64, frac: u32) -> f64 {
+        fixed::to_f64(acc, frac)
+    }
+    fn val_to_f64(v: i16, frac: u32) -> f64 {
+        fixed::to_f64(v as i64, frac)
+    }
+    fn val_from_f64(x: f64, frac: u32) -> i16 {
+        fixed::saturate_i16(fixed::from_f64(x, frac))
+    }
+
+    fn sgd_constants(config: &SgdConfig) -> FixedSgd {
+        FixedSgd {
+            momentum: fixed::from_f64(config.momentum, HYPER_FRAC),
+            learning_rate: fixed::from_f64(config.learning_rate, HYPER_FRAC),
+            decay_step: fixed::from_f64(config.learning_rate * config.weight_decay, HYPER_FRAC),
+        }
+    }
+
+    /// With m, w in Q7.24, G in `grad_frac` bits and constants in `H = HYPER_FRAC` bits:
+    /// `m' = (M*m - D*w) / 2^H - L*G / (B * 2^(H - 24 + grad_frac))`, computed over one common
+    /// denominator `B * 2^e` in `i128` and rounded once.
+    fn sgd_step(
+        sgd: &FixedSgd,
+        params: &mut [i32],
+        momentum: &mut [i32],
+        grads: &[i64],
+        grad_frac: u32,
+        batch: u32,
+        decay: bool,
+    ) {
+        assert!(params.len() == momentum.len() && params.len() == grads.len());
+        assert!(batch > 0, "an update needs at least one sample");
+        let gradient_scale = HYPER_FRAC - MASTER_FRAC + grad_frac; // denominator exponent of the G term
+        let e = HYPER_FRAC.max(gradient_scale);
+        let decay_step = if decay { sgd.decay_step as i128 } else { 0 };
+        let batch = batch as i128;
+        let half = (batch << e) / 2;
+        for ((w, m), &g) in params.iter_mut().zip(momentum.iter_mut()).zip(grads) {
+            let kept = sgd.momentum as i128 * *m as i128 - decay_step * *w as i128;
+            let numerator = ((kept * batch) << (e - HYPER_FRAC))
+                - ((sgd.learning_rate as i128 * g as i128) << (e - gradient_scale));
+            // floor(floor(x / 2^e) / B) == floor(x / (B * 2^e)): the shift is exact floor division,
+            // leaving only a 64-bit division by the batch size.
+            let shifted = ((numerator + half) >> e) as i64;
+            let new_m = shifted.div_euclid(batch as i64);
+            *m = fixed::saturate_i32(new_m);
+            *w = fixed::saturate_i32(*w as i64 + *m as i64);
+        }
+    }
+}
+
+/// The f32 reference arithmetic. Sums are in `f32` in a fixed order, transcendental functions come
+/// from `libm`; the fraction-bit arguments are ignored.
+#[cfg(feature = "reference")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Float;
+
+#[cfg(feature = "reference")]
+impl Arith for Float {
+    type Val = f32;
+    type Acc = f32;
+    type Param = f32;
+    type Sgd = SgdConfig;
+    const NAME: &'static str = "f32";
+    const ZERO_VAL: f32 = 0.0;
+    const ZERO_ACC: f32 = 0.0;
+    const ZERO_PARAM: f32 = 0.0;
+
+    #[inline]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        simd::dot_f32(a, b)
+    }
+    #[inline]
+    fn axpy(acc: &mut [f32], scale: f32, x: &[f32]) {
+        simd::axpy_f32(acc, scale, x)
+    }
+    #[inline]
+    fn widen(v: f32) -> f32 {
+        v
+    }
+    #[inline]
+    fn pixel(p: u8) -> f32 {
+        p as f32 / 255.0
+    }
+    #[inline]
+    fn working(p: f32, _frac: u32) -> f32 {
+        p
+    }
+    #[inline]
+    fn bias(p: f32, _acc_frac: u32) -> f32 {
+        p
+    }
+    fn param_from_f64(x: f64) -> f32 {
+        x as f32
+    }
+    fn param_to_f64(p: f32) -> f64 {
+        p as f64
+    }
+    fn param_le_bytes(p: f32) -> [u8; 4] {
+        p.to_le_bytes()
+    }
+    #[inline]
+    fn requantize(acc: f32, _from: u32, _to: u32) -> f32 {
+        acc
+    }
+    #[inline]
+    fn tanh(acc: f32, _acc_frac: u32) -> f32 {
+        libm::tanhf(acc)
+    }
+    #[inline]
+    fn tanh_backward(grad: f32, _grad_frac: u32, y: f32) -> f32 {
+        grad * (1.0 - y * y)
+    }
+    fn acc_to_f64(acc: f32, _frac: u32) -> f64 {
+        acc as f64
+    }
+    fn val_to_f64(v: f32, _frac: u32) -> f64 {
+        v as f64
+    }
+    fn val_from_f64(x: f64, _frac: u32) -> f32 {
+        x as f32
+    }
+    fn sgd_constants(config: &SgdConfig) -> SgdConfig {
+        *config
+    }
+    fn sgd_step(
+        sgd: &SgdConfig,
+        params: &mut [f32],
+        momentum: &mut [f32],
+        grads: &[f32],
+        _grad_frac: u32,
+        batch: u32,
+        decay: bool,
+    ) {
+        let mom = sgd.momentum as f32;
+        let rate = sgd.learning_rate as f32;
+        let decay_step = if decay { (sgd.learning_rate * sgd.weight_decay) as f32 } else { 0.0 };
+        let inv_batch = 1.0 / batch as f32;
+        for ((w, m), &g) in params.iter_mut().zip(momentum.iter_mut()).zip(grads) {
+            *m = mom * *m - rate * (g * inv_batch) - decay_step * *w;
+            *w += *m;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed_sgd() -> FixedSgd {
+        Fixed::sgd_constants(&SgdConfig::default())
+    }
+
+    #[test]
+    fn sgd_matches_the_real_valued_update_within_one_lsb() {
+        // w = 0.25, m = -0.01, G = 3.0 summed over a batch of 64 (grad frac 30), decay on.
+        let mut w = [Fixed::param_from_f64(0.25)];
+        let mut m = [Fixed::param_from_f64(-0.01)];
+        let g = [fixed::from_f64(3.0, 30)];
+        Fixed::sgd_step(&fixed_sgd(), &mut w, &mut m, &g, 30, 64, true);
+        let expect_m = 0.9 * -0.01 - 0.05 * 3.0 / 64.0 - 0.05 * 1e-4 * 0.25;
+        let lsb = 1.0 / (1u64 << 24) as f64;
+        assert!((Fixed::param_to_f64(m[0]) - expect_m).abs() <= lsb, "{}", Fixed::param_to_f64(m[0]));
+        assert!((Fixed::param_to_f64(w[0]) - (0.25 + expect_m)).abs() <= 2.0 * lsb);
+    }
+
+    #[test]
+    fn sgd_divides_by_any_batch_size() {
+        for batch in [1u32, 3, 64, 192, 640] {
+            let mut w = [0i32];
+            let mut m = [0i32];
+            let g = [fixed::from_f64(-1.5, 15)];
+            Fixed::sgd_step(&fixed_sgd(), &mut w, &mut m, &g, 15, batch, false);
+            let expect = 0.05 * 1.5 / batch as f64;
+            assert!((Fixed::param_to_f64(m[0]) - expect).abs() <= 1.0 / (1u64 << 24) as f64);
+            assert_eq!(w, m);
+        }
+    }
+
+    #[test]
+    fn bias_has_no_decay() {
+        let mut w = [Fixed::param_from_f64(1.0)];
+        let mut m = [0];
+        Fixed::sgd_step(&fixed_sgd(), &mut w, &mut m, &[0], 15, 64, false);
+        assert_eq!(m, [0]);
+        Fixed::sgd_step(&fixed_sgd(), &mut w, &mut m, &[0], 15, 64, true);
+        assert!(m[0] < 0);
+    }
+
+    #[test]
+    fn tanh_backward_applies_the_slope() {
+        // grad 0.5 (frac 30), y = 0.5: delta = 0.5 * 0.75 = 0.375.
+        let y = Fixed::val_from_f64(0.5, 15);
+        let d = Fixed::tanh_backward(fixed::from_f64(0.5, 30), 30, y);
+        assert_eq!(d, Fixed::val_from_f64(0.375, 15));
+    }
+}

@@ -1,0 +1,70 @@
+//! Classic LeNet-5: conv 6@5x5, tanh, max-pool, conv 16@5x5, tanh, max-pool, dense 120, tanh,
+//! dense 84, tanh, dense 10, on the 28x28 image zero-padded to 32x32. 61,706 parameters.
+
+#![forbid(unsafe_code)]
+
+use crate::blocks::{ConvBlock, ConvNet, DenseBlock};
+use crate::fixed::{ACT_FRAC, INPUT_FRAC};
+use crate::layers::{Conv5x5, Dense, SampleOutcome};
+use crate::network::{layout, param_count, LayerSpec, Network, ScratchMut, ScratchSize, Weights};
+use crate::Arith;
+
+/// Classic LeNet-5 (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lenet5;
+
+const SIDE: usize = 32;
+
+const LAYERS: [LayerSpec; 5] = layout([
+    LayerSpec::new("conv1", &[6, 1, 5, 5], 13, INPUT_FRAC),
+    LayerSpec::new("conv2", &[16, 6, 5, 5], 14, ACT_FRAC),
+    LayerSpec::new("fc1", &[120, 400], 14, ACT_FRAC),
+    LayerSpec::new("fc2", &[84, 120], 14, ACT_FRAC),
+    LayerSpec::new("fc3", &[10, 84], 14, ACT_FRAC),
+]);
+
+const NET: ConvNet<3> = ConvNet {
+    side: SIDE,
+    conv: [
+        ConvBlock { conv: Conv5x5 { in_ch: 1, out_ch: 6, in_h: 32, in_w: 32 }, spec: &LAYERS[0] },
+        ConvBlock { conv: Conv5x5 { in_ch: 6, out_ch: 16, in_h: 14, in_w: 14 }, spec: &LAYERS[1] },
+    ],
+    dense: [
+        DenseBlock { dense: Dense { inputs: 400, outputs: 120 }, spec: &LAYERS[2], tanh: true },
+        DenseBlock { dense: Dense { inputs: 120, outputs: 84 }, spec: &LAYERS[3], tanh: true },
+        DenseBlock { dense: Dense { inputs: 84, outputs: 10 }, spec: &LAYERS[4], tanh: false },
+    ],
+};
+
+impl Network for Lenet5 {
+    const NAME: &'static str = "lenet5";
+    const LAYERS: &'static [LayerSpec] = &LAYERS;
+    const PARAMS: usize = param_count(&LAYERS);
+    const SCRATCH: ScratchSize = NET.scratch();
+
+    fn evaluate<A: Arith>(w: Weights<'_, A>, image: &[u8], label: u8, scratch: ScratchMut<'_, A>) -> SampleOutcome {
+        NET.evaluate(w, image, label, scratch)
+    }
+
+    fn train_sample<A: Arith>(
+        w: Weights<'_, A>,
+        image: &[u8],
+        label: u8,
+        scratch: ScratchMut<'_, A>,
+        grads: &mut [A::Acc],
+    ) -> SampleOutcome {
+        assert_eq!(grads.len(), Self::PARAMS);
+        NET.train_sample(w, image, label, scratch, grads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_the_classic_parameter_count() {
+        // 156 + 2,416 + 48,120 + 10,164 + 850
+        assert_eq!(Lenet5::PARAMS, 61_706);
+    }
+}

@@ -1,0 +1,67 @@
+//! MXNet's LeNet from the paper's example: conv 20@5x5, tanh, max-pool, conv 50@5x5, tanh, max-pool,
+//! dense 500, tanh, dense 10. Input 28x28; 431,080 parameters.
+
+#![forbid(unsafe_code)]
+
+use crate::blocks::{ConvBlock, ConvNet, DenseBlock};
+use crate::fixed::{ACT_FRAC, INPUT_FRAC};
+use crate::layers::{Conv5x5, Dense, SampleOutcome};
+use crate::network::{layout, param_count, LayerSpec, Network, ScratchMut, ScratchSize, Weights};
+use crate::Arith;
+
+/// The paper's network (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MxLenet;
+
+const SIDE: usize = 28;
+
+const LAYERS: [LayerSpec; 4] = layout([
+    LayerSpec::new("conv1", &[20, 1, 5, 5], 13, INPUT_FRAC),
+    LayerSpec::new("conv2", &[50, 20, 5, 5], 15, ACT_FRAC),
+    LayerSpec::new("fc1", &[500, 800], 15, ACT_FRAC),
+    LayerSpec::new("fc2", &[10, 500], 15, ACT_FRAC),
+]);
+
+const NET: ConvNet<2> = ConvNet {
+    side: SIDE,
+    conv: [
+        ConvBlock { conv: Conv5x5 { in_ch: 1, out_ch: 20, in_h: 28, in_w: 28 }, spec: &LAYERS[0] },
+        ConvBlock { conv: Conv5x5 { in_ch: 20, out_ch: 50, in_h: 12, in_w: 12 }, spec: &LAYERS[1] },
+    ],
+    dense: [
+        DenseBlock { dense: Dense { inputs: 800, outputs: 500 }, spec: &LAYERS[2], tanh: true },
+        DenseBlock { dense: Dense { inputs: 500, outputs: 10 }, spec: &LAYERS[3], tanh: false },
+    ],
+};
+
+impl Network for MxLenet {
+    const NAME: &'static str = "mxlenet";
+    const LAYERS: &'static [LayerSpec] = &LAYERS;
+    const PARAMS: usize = param_count(&LAYERS);
+    const SCRATCH: ScratchSize = NET.scratch();
+
+    fn evaluate<A: Arith>(w: Weights<'_, A>, image: &[u8], label: u8, scratch: ScratchMut<'_, A>) -> SampleOutcome {
+        NET.evaluate(w, image, label, scratch)
+    }
+
+    fn train_sample<A: Arith>(
+        w: Weights<'_, A>,
+        image: &[u8],
+        label: u8,
+        scratch: ScratchMut<'_, A>,
+        grads: &mut [A::Acc],
+    ) -> SampleOutcome {
+        assert_eq!(grads.len(), Self::PARAMS);
+        NET.train_sample(w, image, label, scratch, grads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_the_papers_parameter_count() {
+        assert_eq!(MxLenet::PARAMS, 431_080);
+    }
+}

@@ -1,0 +1,247 @@
+//! Exact `i16 x i16 -> i64` dot products and multiply-accumulates, the inner loops of every layer.
+//!
+//! This is the only module with `unsafe` code: vector loads through raw pointers. Each platform path
+//! computes exactly the same integers as the portable scalar code; the tests compare them bit for bit.
+//!
+//! Exactness of the vector paths: every operand is in [-32767, 32767] (see [`crate::fixed`]), so one
+//! product is below 2^30 in magnitude and a sum of two products is below 2^31. The vector code adds
+//! products pairwise in `i32` lanes and widens each pair sum to `i64` before accumulating, so no
+//! intermediate can wrap. An operand of -32768 breaks that bound only when all four values of a pair are
+//! -32768; callers never produce that value, and debug builds check for it.
+//!
+//! - x86-64: SSE2 (part of the baseline, so no run-time detection): `pmaddwd` then sign extension.
+//! - aarch64: NEON (part of both the Pi and the `aarch64-unknown-none` baseline): `smull`/`smull2`,
+//!   then `sadalp` into `i64` lanes.
+//! - anything else: the scalar code.
+
+#![allow(unsafe_code)]
+
+/// Exact dot product of two equally long `i16` slices.
+#[inline]
+pub fn dot_i16(a: &[i16], b: &[i16]) -> i64 {
+    assert_eq!(a.len(), b.len(), "dot product of unequal lengths");
+    debug_assert!(no_min_values(a) && no_min_values(b));
+    platform::dot_i16(a, b)
+}
+
+/// Exact `acc[i] += scale * x[i]` over equally long slices.
+#[inline]
+pub fn axpy_i16(acc: &mut [i64], scale: i16, x: &[i16]) {
+    assert_eq!(acc.len(), x.len(), "axpy of unequal lengths");
+    platform::axpy_i16(acc, scale, x)
+}
+
+/// The portable definition the vector paths must match.
+pub fn dot_i16_scalar(a: &[i16], b: &[i16]) -> i64 {
+    a.iter().zip(b).map(|(&x, &y)| x as i64 * y as i64).sum()
+}
+
+/// The portable definition the vector paths must match.
+pub fn axpy_i16_scalar(acc: &mut [i64], scale: i16, x: &[i16]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += scale as i64 * v as i64;
+    }
+}
+
+fn no_min_values(v: &[i16]) -> bool {
+    !v.contains(&i16::MIN)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod platform {
+    use core::arch::x86_64::*;
+
+    const LANES: usize = 8;
+
+    #[inline]
+    pub fn dot_i16(a: &[i16], b: &[i16]) -> i64 {
+        let chunks = a.len() / LANES;
+        // SAFETY: SSE2 is part of the x86-64 baseline. Every load reads LANES values starting at
+        // index i * LANES < chunks * LANES <= len, so it stays inside both slices (equal lengths are
+        // asserted by the caller); `loadu` has no alignment requirement.
+        let mut sum = unsafe {
+            let mut acc = _mm_setzero_si128();
+            for i in 0..chunks {
+                let x = _mm_loadu_si128(a.as_ptr().add(i * LANES) as *const __m128i);
+                let y = _mm_loadu_si128(b.as_ptr().add(i * LANES) as *const __m128i);
+                let pairs = _mm_madd_epi16(x, y);
+                let sign = _mm_srai_epi32(pairs, 31);
+                let low = _mm_unpacklo_epi32(pairs, sign);
+                let high = _mm_unpackhi_epi32(pairs, sign);
+                acc = _mm_add_epi64(acc, _mm_add_epi64(low, high));
+            }
+            let mut lanes = [0i64; 2];
+            _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, acc);
+            lanes[0] + lanes[1]
+        };
+        let tail = chunks * LANES;
+        sum += super::dot_i16_scalar(&a[tail..], &b[tail..]);
+        sum
+    }
+
+    #[inline]
+    pub fn axpy_i16(acc: &mut [i64], scale: i16, x: &[i16]) {
+        let chunks = x.len() / LANES;
+        // SAFETY: SSE2 is baseline. Loads read x[i*8..i*8+8] and read/write acc[i*8..i*8+8], all below
+        // chunks * 8 <= len of both slices (equal lengths asserted by the caller); unaligned access is
+        // allowed by loadu/storeu.
+        unsafe {
+            let s = _mm_set1_epi16(scale);
+            for i in 0..chunks {
+                let v = _mm_loadu_si128(x.as_ptr().add(i * LANES) as *const __m128i);
+                let low16 = _mm_mullo_epi16(v, s);
+                let high16 = _mm_mulhi_epi16(v, s);
+                // Full 32-bit products of lanes 0-3 and 4-7.
+                let p0 = _mm_unpacklo_epi16(low16, high16);
+                let p1 = _mm_unpackhi_epi16(low16, high16);
+                let out = acc.as_mut_ptr().add(i * LANES) as *mut __m128i;
+                for (k, p) in [p0, p1].into_iter().enumerate() {
+                    let sign = _mm_srai_epi32(p, 31);
+                    let lo = _mm_unpacklo_epi32(p, sign);
+                    let hi = _mm_unpackhi_epi32(p, sign);
+                    let a0 = out.add(2 * k);
+                    let a1 = out.add(2 * k + 1);
+                    _mm_storeu_si128(a0, _mm_add_epi64(_mm_loadu_si128(a0), lo));
+                    _mm_storeu_si128(a1, _mm_add_epi64(_mm_loadu_si128(a1), hi));
+                }
+            }
+        }
+        let tail = chunks * LANES;
+        super::axpy_i16_scalar(&mut acc[tail..], scale, &x[tail..]);
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod platform {
+    use core::arch::aarch64::*;
+
+    const LANES: usize = 8;
+
+    #[inline]
+    pub fn dot_i16(a: &[i16], b: &[i16]) -> i64 {
+        let chunks = a.len() / LANES;
+        // SAFETY: NEON is part of the aarch64 baseline of every target we build for. Loads read
+        // LANES values at i * LANES < chunks * LANES <= len of both slices.
+        let mut sum = unsafe {
+            let mut acc = vdupq_n_s64(0);
+            for i in 0..chunks {
+                let x = vld1q_s16(a.as_ptr().add(i * LANES));
+                let y = vld1q_s16(b.as_ptr().add(i * LANES));
+                let low = vmull_s16(vget_low_s16(x), vget_low_s16(y));
+                let high = vmull_high_s16(x, y);
+                acc = vpadalq_s32(acc, vaddq_s32(low, high));
+            }
+            vaddvq_s64(acc)
+        };
+        let tail = chunks * LANES;
+        sum += super::dot_i16_scalar(&a[tail..], &b[tail..]);
+        sum
+    }
+
+    #[inline]
+    pub fn axpy_i16(acc: &mut [i64], scale: i16, x: &[i16]) {
+        let chunks = x.len() / LANES;
+        // SAFETY: NEON is baseline. Loads and stores touch x[i*8..i*8+8] and acc[i*8..i*8+8], inside
+        // both slices because i * 8 + 8 <= chunks * 8 <= len.
+        unsafe {
+            let s = vdup_n_s16(scale);
+            for i in 0..chunks {
+                let v = vld1q_s16(x.as_ptr().add(i * LANES));
+                let p0 = vmull_s16(vget_low_s16(v), s);
+                let p1 = vmull_s16(vget_high_s16(v), s);
+                let out = acc.as_mut_ptr().add(i * LANES);
+                vst1q_s64(out, vaddw_s32(vld1q_s64(out), vget_low_s32(p0)));
+                vst1q_s64(out.add(2), vaddw_high_s32(vld1q_s64(out.add(2)), p0));
+                vst1q_s64(out.add(4), vaddw_s32(vld1q_s64(out.add(4)), vget_low_s32(p1)));
+                vst1q_s64(out.add(6), vaddw_high_s32(vld1q_s64(out.add(6)), p1));
+            }
+        }
+        let tail = chunks * LANES;
+        super::axpy_i16_scalar(&mut acc[tail..], scale, &x[tail..]);
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod platform {
+    pub use super::{axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
+}
+
+/// `f32` dot product with sixteen independent partial sums, so the compiler can vectorise it without
+/// reassociating (the summation order is fixed and the same on every CPU).
+#[cfg(feature = "reference")]
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot product of unequal lengths");
+    const WIDTH: usize = 16;
+    let mut partial = [0f32; WIDTH];
+    let (ca, cb) = (a.chunks_exact(WIDTH), b.chunks_exact(WIDTH));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..WIDTH {
+            partial[l] += x[l] * y[l];
+        }
+    }
+    let mut sum: f32 = partial.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// `acc[i] += scale * x[i]` in `f32`.
+#[cfg(feature = "reference")]
+#[inline]
+pub fn axpy_f32(acc: &mut [f32], scale: f32, x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "axpy of unequal lengths");
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += scale * v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random_values(rng: &mut Rng, n: usize) -> [i16; 67] {
+        let mut v = [0i16; 67];
+        for x in v.iter_mut().take(n) {
+            *x = (rng.below(65535) as i64 - 32767) as i16;
+        }
+        v
+    }
+
+    #[test]
+    fn vector_dot_matches_scalar_at_every_length() {
+        let mut rng = Rng::new(7);
+        for n in 0..67 {
+            let a = random_values(&mut rng, n);
+            let b = random_values(&mut rng, n);
+            assert_eq!(dot_i16(&a[..n], &b[..n]), dot_i16_scalar(&a[..n], &b[..n]), "length {n}");
+        }
+    }
+
+    #[test]
+    fn vector_dot_is_exact_at_the_extremes() {
+        let a = [-32767i16; 64];
+        let b = [-32767i16; 64];
+        assert_eq!(dot_i16(&a, &b), 64 * 32767i64 * 32767);
+        let c = [32767i16; 64];
+        assert_eq!(dot_i16(&a, &c), -64 * 32767i64 * 32767);
+    }
+
+    #[test]
+    fn vector_axpy_matches_scalar_at_every_length() {
+        let mut rng = Rng::new(9);
+        for n in 0..67 {
+            let x = random_values(&mut rng, n);
+            for scale in [-32767i16, -3, 0, 1, 12345, 32767] {
+                let mut fast = [1_000_000_000_000i64; 67];
+                let mut slow = fast;
+                axpy_i16(&mut fast[..n], scale, &x[..n]);
+                axpy_i16_scalar(&mut slow[..n], scale, &x[..n]);
+                assert_eq!(fast, slow, "length {n} scale {scale}");
+            }
+        }
+    }
+}
