@@ -1,1 +1,99 @@
-fn main() {}
+//! Training-step throughput, fixed point against the f32 reference, on one thread; and the static
+//! memory footprint. Run with `cargo bench -p kernels`.
+//!
+//! Each iteration is one full step on a batch of 64 images: forward, backward and the gradient sums
+//! for every sample, then the optimizer update. Criterion reports it as images per second.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kernels::arith::{Arith, Fixed, Float};
+use kernels::network::ScratchMut;
+use kernels::rng::Rng;
+use kernels::train::{accumulate, apply_update, init_params, refresh_working, Footprint};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights, IMAGE_PIXELS};
+
+const BATCH: usize = 64;
+
+struct Step<N: Network, A: Arith> {
+    master: Vec<A::Param>,
+    momentum: Vec<A::Param>,
+    working: Vec<A::Val>,
+    grads: Vec<A::Acc>,
+    vals: Vec<A::Val>,
+    accs: Vec<A::Acc>,
+    indices: Vec<u32>,
+    sgd: A::Sgd,
+    _net: core::marker::PhantomData<N>,
+}
+
+impl<N: Network, A: Arith> Step<N, A> {
+    fn new() -> Self {
+        let mut s = Step {
+            master: vec![A::ZERO_PARAM; N::PARAMS],
+            momentum: vec![A::ZERO_PARAM; N::PARAMS],
+            working: vec![A::ZERO_VAL; N::PARAMS],
+            grads: vec![A::ZERO_ACC; N::PARAMS],
+            vals: vec![A::ZERO_VAL; N::SCRATCH.vals],
+            accs: vec![A::ZERO_ACC; N::SCRATCH.accs],
+            indices: vec![0; N::SCRATCH.indices],
+            sgd: A::sgd_constants(&SgdConfig::default()),
+            _net: core::marker::PhantomData,
+        };
+        init_params::<N, A>(1, &mut s.master);
+        refresh_working::<N, A>(&s.master, &mut s.working);
+        s
+    }
+
+    fn run(&mut self, batch: &[(Vec<u8>, u8)]) {
+        self.grads.fill(A::ZERO_ACC);
+        let weights = Weights { master: &self.master, working: &self.working };
+        let mut scratch = ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
+        accumulate::<N, A>(weights, batch.iter().map(|(i, l)| (i.as_slice(), *l)), &mut scratch, &mut self.grads);
+        apply_update::<N, A>(&self.sgd, &mut self.master, &mut self.momentum, &mut self.working, &self.grads, batch.len() as u32);
+    }
+}
+
+/// MNIST-like density: about a fifth of the pixels lit.
+fn batch() -> Vec<(Vec<u8>, u8)> {
+    let mut rng = Rng::new(3);
+    (0..BATCH)
+        .map(|_| {
+            let image = (0..IMAGE_PIXELS).map(|_| if rng.below(5) == 0 { rng.below(256) as u8 } else { 0 }).collect();
+            (image, rng.below(10) as u8)
+        })
+        .collect()
+}
+
+fn print_footprint<N: Network>() {
+    for (name, f) in [("fixed", Footprint::of::<N, Fixed>()), ("f32", Footprint::of::<N, Float>())] {
+        println!(
+            "footprint {:8} {:5}: weights {:>9} B, optimizer {:>9} B, per core: gradients {:>9} B, activations {:>8} B; 4 cores total {:>9} B",
+            N::NAME,
+            name,
+            f.weights,
+            f.optimizer,
+            f.gradients_per_core,
+            f.activations_per_core,
+            f.total(4)
+        );
+    }
+}
+
+fn bench_model<N: Network>(c: &mut Criterion) {
+    let data = batch();
+    let mut group = c.benchmark_group(format!("train_step/{}", N::NAME));
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    let mut fixed = Step::<N, Fixed>::new();
+    group.bench_function(BenchmarkId::from_parameter("fixed"), |b| b.iter(|| fixed.run(&data)));
+    let mut float = Step::<N, Float>::new();
+    group.bench_function(BenchmarkId::from_parameter("f32"), |b| b.iter(|| float.run(&data)));
+    group.finish();
+}
+
+fn footprints(_: &mut Criterion) {
+    print_footprint::<MxLenet>();
+    print_footprint::<Lenet5>();
+}
+
+criterion_group!(benches, footprints, bench_model::<MxLenet>, bench_model::<Lenet5>);
+criterion_main!(benches);

@@ -1,0 +1,13 @@
+//! `pitrain`: the host side of the Raspberry Pi 3 training cluster.
+//!
+//! - [`mnist`]: the IDX reader with full verification, and where the data set is found.
+//! - [`fetch`]: `pitrain data fetch`, the verified download into a cache.
+//! - [`trainer`]: the training loop over the host's cores.
+//! - [`results`]: CSV, JSON and safetensors output.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod fetch;
+pub mod mnist;
+pub mod results;
+pub mod trainer;

@@ -1,0 +1,369 @@
+//! The single-process trainer: synchronous mini-batch SGD over the host's cores.
+//!
+//! Every step takes the next `batch` samples of the epoch's global order ([`kernels::rng::epoch_order`]),
+//! gives each thread a contiguous share, sums the threads' exact gradients and applies one update. The
+//! result is bit-identical for any thread count, which the tests check.
+
+use std::time::Instant;
+
+use kernels::arith::{Arith, Fixed, Float};
+use kernels::network::ScratchMut;
+use kernels::rng::epoch_order;
+use kernels::train::{accumulate, apply_update, evaluate, init_params, refresh_working, weight_hash, BatchStats};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
+use serde::Serialize;
+
+use crate::mnist::{Mnist, Split};
+
+/// Which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// The paper's MXNet LeNet (conv 20, conv 50, fc 500, fc 10).
+    Mxlenet,
+    /// Classic LeNet-5 (6-16-120-84-10 on a 32x32 padded input).
+    Lenet5,
+}
+
+/// Which arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ArithKind {
+    /// The product: fixed-point integers, bit-reproducible.
+    Fixed,
+    /// The f32 reference, for comparison.
+    F32,
+}
+
+/// Everything that determines a training run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    /// Network.
+    pub model: ModelKind,
+    /// Arithmetic.
+    pub arith: ArithKind,
+    /// Passes over the training set.
+    pub epochs: u32,
+    /// Samples per step.
+    pub batch: usize,
+    /// Optimizer settings.
+    #[serde(flatten)]
+    pub sgd: SgdConfigRecord,
+    /// Seed of the initial weights and of every epoch's sample order.
+    pub seed: u64,
+    /// Train on the first `limit` training images only.
+    pub limit: Option<usize>,
+    /// Worker threads sharing each batch (does not change the result).
+    pub threads: usize,
+}
+
+/// [`SgdConfig`] in a serialisable form.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SgdConfigRecord {
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay (weights only).
+    pub weight_decay: f64,
+}
+
+impl From<SgdConfigRecord> for SgdConfig {
+    fn from(r: SgdConfigRecord) -> Self {
+        SgdConfig { learning_rate: r.learning_rate, momentum: r.momentum, weight_decay: r.weight_decay }
+    }
+}
+
+impl Default for TrainConfig {
+    /// The paper's setting: MxLenet, batch 64, lr 0.05, momentum 0.9, weight decay 1e-4, 10 epochs.
+    fn default() -> Self {
+        let sgd = SgdConfig::default();
+        TrainConfig {
+            model: ModelKind::Mxlenet,
+            arith: ArithKind::Fixed,
+            epochs: 10,
+            batch: 64,
+            sgd: SgdConfigRecord {
+                learning_rate: sgd.learning_rate,
+                momentum: sgd.momentum,
+                weight_decay: sgd.weight_decay,
+            },
+            seed: 1,
+            limit: None,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// Batch size zero.
+    #[error("--batch must be at least 1")]
+    ZeroBatch,
+    /// No threads.
+    #[error("--threads must be at least 1")]
+    ZeroThreads,
+    /// A hyperparameter that is not a finite number in range.
+    #[error("--{name} must be a finite number in {range}, got {value}")]
+    Hyper {
+        /// Option name.
+        name: &'static str,
+        /// Allowed range.
+        range: &'static str,
+        /// Given value.
+        value: f64,
+    },
+    /// Nothing to train on.
+    #[error("--limit 0 leaves no training images")]
+    NoSamples,
+}
+
+impl TrainConfig {
+    /// Checks the settings before any work starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch == 0 {
+            return Err(ConfigError::ZeroBatch);
+        }
+        if self.threads == 0 {
+            return Err(ConfigError::ZeroThreads);
+        }
+        if self.limit == Some(0) {
+            return Err(ConfigError::NoSamples);
+        }
+        let checks = [
+            ("lr", "(0, 10]", self.sgd.learning_rate, self.sgd.learning_rate > 0.0 && self.sgd.learning_rate <= 10.0),
+            ("momentum", "[0, 1)", self.sgd.momentum, (0.0..1.0).contains(&self.sgd.momentum)),
+            ("weight-decay", "[0, 1)", self.sgd.weight_decay, (0.0..1.0).contains(&self.sgd.weight_decay)),
+        ];
+        for (name, range, value, ok) in checks {
+            if !ok {
+                return Err(ConfigError::Hyper { name, range, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: u32,
+    /// Wall time of training plus validation, seconds.
+    pub seconds: f64,
+    /// Mean training loss over the epoch's steps (weights changing as it goes).
+    pub train_loss: f64,
+    /// Training accuracy over the epoch's steps.
+    pub train_accuracy: f64,
+    /// Mean loss on the test set after the epoch.
+    pub test_loss: f64,
+    /// Accuracy on the test set after the epoch.
+    pub test_accuracy: f64,
+    /// Fingerprint of the master weights after the epoch ([`weight_hash`]).
+    pub weight_hash: String,
+}
+
+/// Told about progress as training runs.
+pub trait Observer {
+    /// An epoch with `steps` steps begins.
+    fn epoch_started(&mut self, _epoch: u32, _steps: usize) {}
+    /// One step finished.
+    fn step_done(&mut self) {}
+    /// An epoch finished.
+    fn epoch_done(&mut self, _report: &EpochReport) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// A named parameter tensor of the trained model.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    /// `conv1.weight` and so on.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Little-endian values: `i32` Q7.24 for fixed point, `f32` for the reference.
+    pub data: Vec<u8>,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    /// Per-epoch figures.
+    pub epochs: Vec<EpochReport>,
+    /// The final master parameters.
+    pub tensors: Vec<Tensor>,
+}
+
+/// Trains as configured on `data`.
+pub fn train(config: &TrainConfig, data: &Mnist, observer: &mut dyn Observer) -> Result<TrainOutcome, ConfigError> {
+    config.validate()?;
+    Ok(match (config.model, config.arith) {
+        (ModelKind::Mxlenet, ArithKind::Fixed) => Run::<MxLenet, Fixed>::new(config).train(data, observer),
+        (ModelKind::Mxlenet, ArithKind::F32) => Run::<MxLenet, Float>::new(config).train(data, observer),
+        (ModelKind::Lenet5, ArithKind::Fixed) => Run::<Lenet5, Fixed>::new(config).train(data, observer),
+        (ModelKind::Lenet5, ArithKind::F32) => Run::<Lenet5, Float>::new(config).train(data, observer),
+    })
+}
+
+/// One thread's gradient accumulators and scratch.
+struct Worker<A: Arith> {
+    grads: Vec<A::Acc>,
+    vals: Vec<A::Val>,
+    accs: Vec<A::Acc>,
+    indices: Vec<u32>,
+}
+
+impl<A: Arith> Worker<A> {
+    fn new<N: Network>() -> Self {
+        Worker {
+            grads: vec![A::ZERO_ACC; N::PARAMS],
+            vals: vec![A::ZERO_VAL; N::SCRATCH.vals],
+            accs: vec![A::ZERO_ACC; N::SCRATCH.accs],
+            indices: vec![0; N::SCRATCH.indices],
+        }
+    }
+
+    fn scratch(&mut self) -> (ScratchMut<'_, A>, &mut [A::Acc]) {
+        (ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices }, &mut self.grads)
+    }
+}
+
+struct Run<N: Network, A: Arith> {
+    config: TrainConfig,
+    sgd: A::Sgd,
+    master: Vec<A::Param>,
+    momentum: Vec<A::Param>,
+    working: Vec<A::Val>,
+    workers: Vec<Worker<A>>,
+    _net: core::marker::PhantomData<N>,
+}
+
+impl<N: Network, A: Arith> Run<N, A> {
+    fn new(config: &TrainConfig) -> Self {
+        let mut run = Run {
+            config: config.clone(),
+            sgd: A::sgd_constants(&config.sgd.into()),
+            master: vec![A::ZERO_PARAM; N::PARAMS],
+            momentum: vec![A::ZERO_PARAM; N::PARAMS],
+            working: vec![A::ZERO_VAL; N::PARAMS],
+            workers: (0..config.threads).map(|_| Worker::new::<N>()).collect(),
+            _net: core::marker::PhantomData,
+        };
+        init_params::<N, A>(config.seed, &mut run.master);
+        refresh_working::<N, A>(&run.master, &mut run.working);
+        run
+    }
+
+    fn train(mut self, data: &Mnist, observer: &mut dyn Observer) -> TrainOutcome {
+        let train_set = match self.config.limit {
+            Some(n) => data.train.clone().truncated(n),
+            None => data.train.clone(),
+        };
+        let mut order = vec![0u32; train_set.len()];
+        let mut epochs = Vec::new();
+        for epoch in 0..self.config.epochs {
+            let started = Instant::now();
+            epoch_order(self.config.seed, epoch, &mut order);
+            observer.epoch_started(epoch + 1, order.len().div_ceil(self.config.batch));
+            let mut train_stats = BatchStats::default();
+            for batch in order.chunks(self.config.batch) {
+                train_stats.merge(&self.step(&train_set, batch));
+                observer.step_done();
+            }
+            let test_stats = self.evaluate(&data.test);
+            let report = EpochReport {
+                epoch: epoch + 1,
+                seconds: started.elapsed().as_secs_f64(),
+                train_loss: train_stats.mean_loss(),
+                train_accuracy: train_stats.accuracy(),
+                test_loss: test_stats.mean_loss(),
+                test_accuracy: test_stats.accuracy(),
+                weight_hash: format!("{:016x}", weight_hash::<A>(&self.master)),
+            };
+            observer.epoch_done(&report);
+            epochs.push(report);
+        }
+        TrainOutcome { epochs, tensors: self.tensors() }
+    }
+
+    /// One synchronous step: each worker takes a contiguous share of `batch`.
+    fn step(&mut self, set: &Split, batch: &[u32]) -> BatchStats {
+        let weights = Weights { master: &self.master, working: &self.working };
+        let shares = share(batch, self.workers.len());
+        let stats = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .zip(shares)
+                .map(|(worker, share)| {
+                    scope.spawn(move || {
+                        let (mut scratch, grads) = worker.scratch();
+                        grads.fill(A::ZERO_ACC);
+                        let samples = share.iter().map(|&i| set.sample(i as usize));
+                        accumulate::<N, A>(weights, samples, &mut scratch, grads)
+                    })
+                })
+                .collect();
+            let mut total = BatchStats::default();
+            for h in handles {
+                total.merge(&h.join().expect("a training thread panicked"));
+            }
+            total
+        });
+        let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
+        for other in rest {
+            for (a, &b) in first.grads.iter_mut().zip(&other.grads) {
+                *a += b;
+            }
+        }
+        apply_update::<N, A>(&self.sgd, &mut self.master, &mut self.momentum, &mut self.working, &first.grads, batch.len() as u32);
+        stats
+    }
+
+    fn evaluate(&mut self, set: &Split) -> BatchStats {
+        let weights = Weights { master: &self.master, working: &self.working };
+        let all: Vec<u32> = (0..set.len() as u32).collect();
+        let shares = share(&all, self.workers.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .workers
+                .iter_mut()
+                .zip(shares)
+                .map(|(worker, share)| {
+                    scope.spawn(move || {
+                        let (mut scratch, _) = worker.scratch();
+                        evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
+                    })
+                })
+                .collect();
+            let mut total = BatchStats::default();
+            for h in handles {
+                total.merge(&h.join().expect("an evaluation thread panicked"));
+            }
+            total
+        })
+    }
+
+    fn tensors(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        for layer in N::LAYERS {
+            for (suffix, range, shape) in [
+                ("weight", layer.weight_range(), layer.weight_shape.to_vec()),
+                ("bias", layer.bias_range(), vec![layer.outputs()]),
+            ] {
+                let data = self.master[range].iter().flat_map(|&p| A::param_le_bytes(p)).collect();
+                out.push(Tensor { name: format!("{}.{suffix}", layer.name), shape, data });
+            }
+        }
+        out
+    }
+}
+
+/// Splits `items` into `parts` contiguous shares whose sizes differ by at most one.
+pub fn share<T>(items: &[T], parts: usize) -> Vec<&[T]> {
+    (0..parts).map(|k| &items[k * items.len() / parts..(k + 1) * items.len() / parts]).collect()
+}
