@@ -51,6 +51,7 @@ pub enum DataCommand {
 
 /// `pitrain train` options.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Number of nodes. Only 1 (this process) until the cluster master lands.
     #[arg(long, default_value_t = 1)]

@@ -1,0 +1,66 @@
+//! The `pitrain` binary: a short real run, and clear errors (never a panic) on bad input.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn pitrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pitrain")).args(args).env("MNIST_DIR", common::mnist_dir()).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn train_writes_results() {
+    let out = tempfile::tempdir().unwrap();
+    let o = pitrain(&[
+        "train", "--model", "lenet5", "--epochs", "1", "--limit", "256", "--quiet", "--out", out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("epoch  1"), "{stdout}");
+    let csv = std::fs::read_to_string(out.path().join("epochs.csv")).unwrap();
+    assert!(csv.starts_with("epoch,seconds,train_loss,train_accuracy,test_loss,test_accuracy,weight_hash"));
+    assert_eq!(csv.lines().count(), 2);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["config"]["model"], "lenet5");
+    let weights = std::fs::read(out.path().join("weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let conv1 = st.tensor("conv1.weight").unwrap();
+    assert_eq!(conv1.shape(), &[6, 1, 5, 5]);
+    assert_eq!(conv1.dtype(), safetensors::Dtype::I32);
+    assert_eq!(st.len(), 10);
+}
+
+/// Runs `args`, expects failure with a message containing `expected`, and no panic.
+fn fails_cleanly(args: &[&str], expected: &str) {
+    let o = pitrain(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(err.contains(expected), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+    fails_cleanly(&["train", "--data", empty], "not found");
+    fails_cleanly(&["train", "--data", "/nonexistent/mnist"], "/nonexistent/mnist");
+    fails_cleanly(&["train", "--batch", "0"], "--batch must be at least 1");
+    fails_cleanly(&["train", "--lr", "-1"], "--lr must be");
+    fails_cleanly(&["train", "--nodes", "3"], "--nodes 3 is not available yet");
+    fails_cleanly(&["train", "--model", "resnet"], "invalid value 'resnet'");
+    fails_cleanly(&["train", "--epochs", "many"], "invalid value 'many'");
+    fails_cleanly(&["data", "verify", "--data", empty], "not found");
+}
+
+#[test]
+fn verify_accepts_the_real_data() {
+    let o = pitrain(&["data", "verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("all four files verified"));
+}

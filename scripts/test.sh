@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace:
+#   1. the host crates (kernels, pitrain), with MNIST from $MNIST_DIR or the `pitrain data fetch` cache;
+#   2. the kernels' tests again on aarch64 under qemu-user, when the cross linker and qemu-aarch64 are
+#      installed (.ci/run installs them): NEON paths and bit-identical weights on the Pi's CPU;
+#   3. the firmware build for the board (aarch64-unknown-none).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -z "${MNIST_DIR:-}" && -d ../shared/data/mnist ]]; then
+    export MNIST_DIR="$PWD/../shared/data/mnist"
+fi
+
+echo "== host tests"
+cargo test --workspace --exclude firmware
+
+echo "== kernels on aarch64 (qemu-user)"
+if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
+    cargo test -p kernels --target aarch64-unknown-linux-gnu
+elif [[ "${CI:-}" == "true" ]]; then
+    echo "CI must run the aarch64 tests: qemu-aarch64 or aarch64-linux-gnu-gcc missing" >&2
+    exit 1
+else
+    echo "skipped: install qemu-user and gcc-aarch64-linux-gnu to run them (.ci/run does)"
+fi
+
+echo "== firmware build (aarch64-unknown-none)"
+cargo build -p firmware --target aarch64-unknown-none --release
