@@ -13,13 +13,7 @@ use kernels::{Fixed, Footprint, MxLenet};
 #[no_mangle]
 static MXLENET_FOOTPRINT_BYTES: usize = Footprint::of::<MxLenet, Fixed>().total(4);
 
-core::arch::global_asm!(
-    ".section .text.boot",
-    ".global _start",
-    "_start:",
-    "1: wfe",
-    "b 1b",
-);
+core::arch::global_asm!(".section .text.boot", ".global _start", "_start:", "1: wfe", "b 1b",);
 
 #[panic_handler]
 fn panic(_info: &PanicInfo) -> ! {

@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::fetch::{self, FetchError, Fetched};
 use crate::mnist::{self, Mnist, MnistError, NoData};
 use crate::results::{self, WriteError};
-use crate::trainer::{self, ArithKind, ConfigError, EpochReport, ModelKind, Observer, SgdConfigRecord, TrainConfig};
+use crate::trainer::{
+    self, ArithKind, ConfigError, EpochReport, ModelKind, Observer, SgdConfigRecord, TrainConfig,
+};
 
 /// Distributed fixed-point LeNet training for Raspberry Pi 3 clusters.
 #[derive(Debug, Parser)]
@@ -162,7 +164,11 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         arith: args.arith,
         epochs: args.epochs,
         batch: args.batch,
-        sgd: SgdConfigRecord { learning_rate: args.lr, momentum: args.momentum, weight_decay: args.weight_decay },
+        sgd: SgdConfigRecord {
+            learning_rate: args.lr,
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+        },
         seed: args.seed,
         limit: args.limit,
         threads: args.threads.unwrap_or(defaults.threads),

@@ -294,7 +294,10 @@ pub fn check_content(file: MnistFile, content: &[u8]) -> Result<(), Problem> {
         return Err(Problem::Magic { found: word(0), expected: file.magic() });
     }
     let (found, expected) = if file.is_images() {
-        (format!("{} images of {}x{}", word(1), word(2), word(3)), format!("{} images of 28x28", file.count()))
+        (
+            format!("{} images of {}x{}", word(1), word(2), word(3)),
+            format!("{} images of 28x28", file.count()),
+        )
     } else {
         (format!("{} labels", word(1)), format!("{} labels", file.count()))
     };

@@ -38,7 +38,11 @@ struct Summary<'a> {
 }
 
 /// Writes `epochs.csv`, `results.json` and `weights.safetensors` into `dir`; returns their paths.
-pub fn write_all(dir: &Path, config: &TrainConfig, outcome: &TrainOutcome) -> Result<Vec<PathBuf>, WriteError> {
+pub fn write_all(
+    dir: &Path,
+    config: &TrainConfig,
+    outcome: &TrainOutcome,
+) -> Result<Vec<PathBuf>, WriteError> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir)(&e))?;
 
     let csv_path = dir.join(CSV_FILE);

@@ -9,7 +9,9 @@ use std::time::Instant;
 use kernels::arith::{Arith, Fixed, Float};
 use kernels::network::ScratchMut;
 use kernels::rng::epoch_order;
-use kernels::train::{accumulate, apply_update, evaluate, init_params, refresh_working, weight_hash, BatchStats};
+use kernels::train::{
+    accumulate, apply_update, evaluate, init_params, refresh_working, weight_hash, BatchStats,
+};
 use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
 use serde::Serialize;
 
@@ -132,7 +134,12 @@ impl TrainConfig {
             return Err(ConfigError::NoSamples);
         }
         let checks = [
-            ("lr", "(0, 10]", self.sgd.learning_rate, self.sgd.learning_rate > 0.0 && self.sgd.learning_rate <= 10.0),
+            (
+                "lr",
+                "(0, 10]",
+                self.sgd.learning_rate,
+                self.sgd.learning_rate > 0.0 && self.sgd.learning_rate <= 10.0,
+            ),
             ("momentum", "[0, 1)", self.sgd.momentum, (0.0..1.0).contains(&self.sgd.momentum)),
             ("weight-decay", "[0, 1)", self.sgd.weight_decay, (0.0..1.0).contains(&self.sgd.weight_decay)),
         ];
@@ -199,7 +206,11 @@ pub struct TrainOutcome {
 }
 
 /// Trains as configured on `data`.
-pub fn train(config: &TrainConfig, data: &Mnist, observer: &mut dyn Observer) -> Result<TrainOutcome, ConfigError> {
+pub fn train(
+    config: &TrainConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+) -> Result<TrainOutcome, ConfigError> {
     config.validate()?;
     Ok(match (config.model, config.arith) {
         (ModelKind::Mxlenet, ArithKind::Fixed) => Run::<MxLenet, Fixed>::new(config).train(data, observer),
@@ -228,7 +239,10 @@ impl<A: Arith> Worker<A> {
     }
 
     fn scratch(&mut self) -> (ScratchMut<'_, A>, &mut [A::Acc]) {
-        (ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices }, &mut self.grads)
+        (
+            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices },
+            &mut self.grads,
+        )
     }
 }
 
@@ -320,7 +334,14 @@ impl<N: Network, A: Arith> Run<N, A> {
                 *a += b;
             }
         }
-        apply_update::<N, A>(&self.sgd, &mut self.master, &mut self.momentum, &mut self.working, &first.grads, batch.len() as u32);
+        apply_update::<N, A>(
+            &self.sgd,
+            &mut self.master,
+            &mut self.momentum,
+            &mut self.working,
+            &first.grads,
+            batch.len() as u32,
+        );
         stats
     }
 

@@ -5,7 +5,11 @@ mod common;
 use std::process::{Command, Output};
 
 fn pitrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pitrain")).args(args).env("MNIST_DIR", common::mnist_dir()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_pitrain"))
+        .args(args)
+        .env("MNIST_DIR", common::mnist_dir())
+        .output()
+        .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -16,7 +20,16 @@ fn stderr(o: &Output) -> String {
 fn train_writes_results() {
     let out = tempfile::tempdir().unwrap();
     let o = pitrain(&[
-        "train", "--model", "lenet5", "--epochs", "1", "--limit", "256", "--quiet", "--out", out.path().to_str().unwrap(),
+        "train",
+        "--model",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -10,7 +10,11 @@ use pitrain::mnist::{Mnist, MnistFile};
 
 /// Serves files from `root` on an ephemeral 127.0.0.1 port until `requests` have been answered.
 /// `damage` may change a file's bytes before they are sent.
-fn serve(root: PathBuf, requests: usize, damage: fn(&str, Vec<u8>) -> Vec<u8>) -> (String, JoinHandle<Vec<String>>) {
+fn serve(
+    root: PathBuf,
+    requests: usize,
+    damage: fn(&str, Vec<u8>) -> Vec<u8>,
+) -> (String, JoinHandle<Vec<String>>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/mnist/", server.server_addr().to_ip().unwrap());
     let handle = std::thread::spawn(move || {

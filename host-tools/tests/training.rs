@@ -29,7 +29,14 @@ fn result_does_not_depend_on_thread_count() {
     let data = Mnist { train: full.train, test: full.test.truncated(500) };
     for model in [ModelKind::Mxlenet, ModelKind::Lenet5] {
         let run = |threads| {
-            let config = TrainConfig { model, epochs: 2, limit: Some(700), batch: 50, threads, ..TrainConfig::default() };
+            let config = TrainConfig {
+                model,
+                epochs: 2,
+                limit: Some(700),
+                batch: 50,
+                threads,
+                ..TrainConfig::default()
+            };
             train(&config, &data, &mut Silent).unwrap()
         };
         let one = run(1);
@@ -41,7 +48,9 @@ fn result_does_not_depend_on_thread_count() {
                 assert_eq!((a.train_loss, a.train_accuracy), (b.train_loss, b.train_accuracy));
                 assert_eq!((a.test_loss, a.test_accuracy), (b.test_loss, b.test_accuracy));
             }
-            let bytes = |o: &pitrain::trainer::TrainOutcome| o.tensors.iter().flat_map(|t| t.data.clone()).collect::<Vec<u8>>();
+            let bytes = |o: &pitrain::trainer::TrainOutcome| {
+                o.tensors.iter().flat_map(|t| t.data.clone()).collect::<Vec<u8>>()
+            };
             assert!(bytes(&one) == bytes(&other));
         }
     }
@@ -49,7 +58,8 @@ fn result_does_not_depend_on_thread_count() {
 
 #[test]
 fn f32_reference_trains_too() {
-    let config = TrainConfig { arith: ArithKind::F32, epochs: 1, limit: Some(2000), ..TrainConfig::default() };
+    let config =
+        TrainConfig { arith: ArithKind::F32, epochs: 1, limit: Some(2000), ..TrainConfig::default() };
     let outcome = train(&config, &data(), &mut Silent).unwrap();
     assert!(outcome.epochs[0].test_accuracy > 0.8);
 }

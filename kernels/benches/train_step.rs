@@ -46,9 +46,22 @@ impl<N: Network, A: Arith> Step<N, A> {
     fn run(&mut self, batch: &[(Vec<u8>, u8)]) {
         self.grads.fill(A::ZERO_ACC);
         let weights = Weights { master: &self.master, working: &self.working };
-        let mut scratch = ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
-        accumulate::<N, A>(weights, batch.iter().map(|(i, l)| (i.as_slice(), *l)), &mut scratch, &mut self.grads);
-        apply_update::<N, A>(&self.sgd, &mut self.master, &mut self.momentum, &mut self.working, &self.grads, batch.len() as u32);
+        let mut scratch =
+            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
+        accumulate::<N, A>(
+            weights,
+            batch.iter().map(|(i, l)| (i.as_slice(), *l)),
+            &mut scratch,
+            &mut self.grads,
+        );
+        apply_update::<N, A>(
+            &self.sgd,
+            &mut self.master,
+            &mut self.momentum,
+            &mut self.working,
+            &self.grads,
+            batch.len() as u32,
+        );
     }
 }
 
@@ -57,7 +70,8 @@ fn batch() -> Vec<(Vec<u8>, u8)> {
     let mut rng = Rng::new(3);
     (0..BATCH)
         .map(|_| {
-            let image = (0..IMAGE_PIXELS).map(|_| if rng.below(5) == 0 { rng.below(256) as u8 } else { 0 }).collect();
+            let image =
+                (0..IMAGE_PIXELS).map(|_| if rng.below(5) == 0 { rng.below(256) as u8 } else { 0 }).collect();
             (image, rng.below(10) as u8)
         })
         .collect()

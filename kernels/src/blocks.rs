@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 use crate::layers::loss::evaluate_logits;
-use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, Conv5x5, Dense, MaxPool2, SampleOutcome};
+use crate::layers::{
+    softmax_cross_entropy, tanh_backward, tanh_forward, Conv5x5, Dense, MaxPool2, SampleOutcome,
+};
 use crate::network::{Carve, LayerSpec, ScratchSize, Weights};
 use crate::Arith;
 

@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn float_conversion_round_trips() {
         assert_eq!(from_f64(0.05, 40), 54_975_581_389);
-        assert_eq!(from_f64(-0.5, 1), -1 + 0); // -1.0 exactly
+        assert_eq!(from_f64(-0.5, 1), -1); // -1.0 exactly
         assert_eq!(to_f64(1 << 24, 24), 1.0);
         assert_eq!(div_round(-7, 2), -3);
         assert_eq!(div_round(7, 2), 4);

@@ -10,8 +10,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::network::{Network, ScratchMut, ScratchSize, Weights};
 use crate::layers::SampleOutcome;
+use crate::network::{Network, ScratchMut, ScratchSize, Weights};
 use crate::rng::Rng;
 use crate::Arith;
 
@@ -192,12 +192,19 @@ pub struct CoreState<A: Arith, const P: usize, const V: usize, const C: usize, c
 
 impl<A: Arith, const P: usize, const V: usize, const C: usize, const I: usize> CoreState<A, P, V, C, I> {
     /// All zero, usable in a `static` initialiser.
-    pub const ZERO: Self =
-        CoreState { grads: [A::ZERO_ACC; P], vals: [A::ZERO_VAL; V], accs: [A::ZERO_ACC; C], indices: [0; I] };
+    pub const ZERO: Self = CoreState {
+        grads: [A::ZERO_ACC; P],
+        vals: [A::ZERO_VAL; V],
+        accs: [A::ZERO_ACC; C],
+        indices: [0; I],
+    };
 
     /// The scratch view, and the gradients beside it.
     pub fn split(&mut self) -> (ScratchMut<'_, A>, &mut [A::Acc]) {
-        (ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices }, &mut self.grads)
+        (
+            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices },
+            &mut self.grads,
+        )
     }
 }
 

@@ -108,7 +108,7 @@ fn conv_backward_matches() {
 
     // The input gradient is the adjoint of the forward pass: <conv(x), d> == <x, grad_in(d)>.
     let mut out = vec![0f32; CONV.output_len()];
-    CONV.forward::<Float>(&patches_f, &wf, &vec![0.0; CONV.out_ch], 0, &mut out);
+    CONV.forward::<Float>(&patches_f, &wf, &[0.0; CONV.out_ch], 0, &mut out);
     let lhs: f64 = out.iter().zip(&df).map(|(&a, &b)| a as f64 * b as f64).sum();
     let rhs: f64 = xf.iter().zip(&gx).map(|(&a, &g)| a as f64 * Fixed::acc_to_f64(g, 30)).sum();
     assert!((lhs - rhs).abs() < 1e-4, "adjoint check {lhs} vs {rhs}");
@@ -173,7 +173,8 @@ fn tanh_matches() {
     // Backward: one rounding of the delta (0.5 LSB) plus the slope's rounding and y's error: < 1e-4.
     let mut rng = Rng::new(5);
     let n = 4000;
-    let pre: Vec<i64> = (0..n).map(|_| kernels::fixed::from_f64((rng.uniform_open() - 0.5) * 12.0, 30)).collect();
+    let pre: Vec<i64> =
+        (0..n).map(|_| kernels::fixed::from_f64((rng.uniform_open() - 0.5) * 12.0, 30)).collect();
     let pre_f: Vec<f32> = pre.iter().map(|&a| Fixed::acc_to_f64(a, 30) as f32).collect();
     let (mut y, mut y_f) = (vec![0i16; n], vec![0f32; n]);
     tanh_forward::<Fixed>(&pre, 30, &mut y);
@@ -236,7 +237,8 @@ fn sgd_matches() {
     let n = 500;
     let (mut w, mut w_f) = random_params(&mut rng, n, 1.0);
     let (mut m, mut m_f) = random_params(&mut rng, n, 0.01);
-    let grads: Vec<i64> = (0..n).map(|_| kernels::fixed::from_f64((rng.uniform_open() - 0.5) * 40.0, 30)).collect();
+    let grads: Vec<i64> =
+        (0..n).map(|_| kernels::fixed::from_f64((rng.uniform_open() - 0.5) * 40.0, 30)).collect();
     let grads_f: Vec<f32> = grads.iter().map(|&g| Fixed::acc_to_f64(g, 30) as f32).collect();
     let config = kernels::SgdConfig::default();
     Fixed::sgd_step(&Fixed::sgd_constants(&config), &mut w, &mut m, &grads, 30, 64, true);

@@ -40,8 +40,14 @@ impl<N: Network, A: Arith> Model<N, A> {
     fn gradient(&mut self, samples: &[(Vec<u8>, u8)]) -> (Vec<A::Acc>, BatchStats) {
         let mut grads = vec![A::ZERO_ACC; N::PARAMS];
         let weights = Weights { master: &self.master, working: &self.working };
-        let mut scratch = ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
-        let stats = accumulate::<N, A>(weights, samples.iter().map(|(i, l)| (i.as_slice(), *l)), &mut scratch, &mut grads);
+        let mut scratch =
+            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
+        let stats = accumulate::<N, A>(
+            weights,
+            samples.iter().map(|(i, l)| (i.as_slice(), *l)),
+            &mut scratch,
+            &mut grads,
+        );
         (grads, stats)
     }
 
@@ -49,7 +55,14 @@ impl<N: Network, A: Arith> Model<N, A> {
         let (grads, _) = self.gradient(samples);
         self.grads = grads;
         let sgd = A::sgd_constants(&SgdConfig::default());
-        apply_update::<N, A>(&sgd, &mut self.master, &mut self.momentum, &mut self.working, &self.grads, samples.len() as u32);
+        apply_update::<N, A>(
+            &sgd,
+            &mut self.master,
+            &mut self.momentum,
+            &mut self.working,
+            &self.grads,
+            samples.len() as u32,
+        );
     }
 
     fn loss(&mut self, sample: &(Vec<u8>, u8)) -> f64 {
@@ -70,7 +83,13 @@ fn synthetic_samples(seed: u64, n: usize) -> Vec<(Vec<u8>, u8)> {
             for (i, p) in image.iter_mut().enumerate() {
                 let (y, x) = (i / 28, i % 28);
                 let bar = x >= 4 + 2 * label as usize && x < 7 + 2 * label as usize && (4..24).contains(&y);
-                *p = if bar { 200 + rng.below(56) as u8 } else if rng.below(8) == 0 { rng.below(120) as u8 } else { 0 };
+                *p = if bar {
+                    200 + rng.below(56) as u8
+                } else if rng.below(8) == 0 {
+                    rng.below(120) as u8
+                } else {
+                    0
+                };
             }
             (image, label)
         })

@@ -42,7 +42,12 @@ impl Network for Lenet5 {
     const PARAMS: usize = param_count(&LAYERS);
     const SCRATCH: ScratchSize = NET.scratch();
 
-    fn evaluate<A: Arith>(w: Weights<'_, A>, image: &[u8], label: u8, scratch: ScratchMut<'_, A>) -> SampleOutcome {
+    fn evaluate<A: Arith>(
+        w: Weights<'_, A>,
+        image: &[u8],
+        label: u8,
+        scratch: ScratchMut<'_, A>,
+    ) -> SampleOutcome {
         NET.evaluate(w, image, label, scratch)
     }
 
