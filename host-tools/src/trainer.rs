@@ -7,12 +7,10 @@
 use std::time::Instant;
 
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::network::ScratchMut;
+use kernels::heap::{HeapCore, HeapModel};
 use kernels::rng::epoch_order;
-use kernels::train::{
-    accumulate, apply_update, evaluate, init_params, refresh_working, weight_hash, BatchStats,
-};
-use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
+use kernels::train::{accumulate, evaluate, weight_hash, BatchStats};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig};
 use serde::Serialize;
 
 use crate::mnist::{Mnist, Split};
@@ -220,56 +218,24 @@ pub fn train(
     })
 }
 
-/// One thread's gradient accumulators and scratch.
-struct Worker<A: Arith> {
-    grads: Vec<A::Acc>,
-    vals: Vec<A::Val>,
-    accs: Vec<A::Acc>,
-    indices: Vec<u32>,
-}
-
-impl<A: Arith> Worker<A> {
-    fn new<N: Network>() -> Self {
-        Worker {
-            grads: vec![A::ZERO_ACC; N::PARAMS],
-            vals: vec![A::ZERO_VAL; N::SCRATCH.vals],
-            accs: vec![A::ZERO_ACC; N::SCRATCH.accs],
-            indices: vec![0; N::SCRATCH.indices],
-        }
-    }
-
-    fn scratch(&mut self) -> (ScratchMut<'_, A>, &mut [A::Acc]) {
-        (
-            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices },
-            &mut self.grads,
-        )
-    }
-}
-
 struct Run<N: Network, A: Arith> {
     config: TrainConfig,
     sgd: A::Sgd,
-    master: Vec<A::Param>,
-    momentum: Vec<A::Param>,
-    working: Vec<A::Val>,
-    workers: Vec<Worker<A>>,
+    model: HeapModel<A>,
+    /// One per thread.
+    cores: Vec<HeapCore<A>>,
     _net: core::marker::PhantomData<N>,
 }
 
 impl<N: Network, A: Arith> Run<N, A> {
     fn new(config: &TrainConfig) -> Self {
-        let mut run = Run {
+        Run {
             config: config.clone(),
             sgd: A::sgd_constants(&config.sgd.into()),
-            master: vec![A::ZERO_PARAM; N::PARAMS],
-            momentum: vec![A::ZERO_PARAM; N::PARAMS],
-            working: vec![A::ZERO_VAL; N::PARAMS],
-            workers: (0..config.threads).map(|_| Worker::new::<N>()).collect(),
+            model: HeapModel::init::<N>(config.seed),
+            cores: (0..config.threads).map(|_| HeapCore::new::<N>()).collect(),
             _net: core::marker::PhantomData,
-        };
-        init_params::<N, A>(config.seed, &mut run.master);
-        refresh_working::<N, A>(&run.master, &mut run.working);
-        run
+        }
     }
 
     fn train(mut self, data: &Mnist, observer: &mut dyn Observer) -> TrainOutcome {
@@ -296,7 +262,7 @@ impl<N: Network, A: Arith> Run<N, A> {
                 train_accuracy: train_stats.accuracy(),
                 test_loss: test_stats.mean_loss(),
                 test_accuracy: test_stats.accuracy(),
-                weight_hash: format!("{:016x}", weight_hash::<A>(&self.master)),
+                weight_hash: format!("{:016x}", weight_hash::<A>(&self.model.master)),
             };
             observer.epoch_done(&report);
             epochs.push(report);
@@ -304,68 +270,31 @@ impl<N: Network, A: Arith> Run<N, A> {
         TrainOutcome { epochs, tensors: self.tensors() }
     }
 
-    /// One synchronous step: each worker takes a contiguous share of `batch`.
+    /// One synchronous step: each thread takes a contiguous share of `batch`, the exact gradients are
+    /// summed, and one update is applied.
     fn step(&mut self, set: &Split, batch: &[u32]) -> BatchStats {
-        let weights = Weights { master: &self.master, working: &self.working };
-        let shares = share(batch, self.workers.len());
-        let stats = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .zip(shares)
-                .map(|(worker, share)| {
-                    scope.spawn(move || {
-                        let (mut scratch, grads) = worker.scratch();
-                        grads.fill(A::ZERO_ACC);
-                        let samples = share.iter().map(|&i| set.sample(i as usize));
-                        accumulate::<N, A>(weights, samples, &mut scratch, grads)
-                    })
-                })
-                .collect();
-            let mut total = BatchStats::default();
-            for h in handles {
-                total.merge(&h.join().expect("a training thread panicked"));
-            }
-            total
+        let weights = self.model.weights();
+        let stats = on_threads(&mut self.cores, batch, |core, share| {
+            let (mut scratch, grads) = core.split();
+            grads.fill(A::ZERO_ACC);
+            accumulate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch, grads)
         });
-        let (first, rest) = self.workers.split_first_mut().expect("at least one worker");
+        let (first, rest) = self.cores.split_first_mut().expect("at least one thread");
         for other in rest {
             for (a, &b) in first.grads.iter_mut().zip(&other.grads) {
                 *a += b;
             }
         }
-        apply_update::<N, A>(
-            &self.sgd,
-            &mut self.master,
-            &mut self.momentum,
-            &mut self.working,
-            &first.grads,
-            batch.len() as u32,
-        );
+        self.model.update::<N>(&self.sgd, &first.grads, batch.len() as u32);
         stats
     }
 
     fn evaluate(&mut self, set: &Split) -> BatchStats {
-        let weights = Weights { master: &self.master, working: &self.working };
+        let weights = self.model.weights();
         let all: Vec<u32> = (0..set.len() as u32).collect();
-        let shares = share(&all, self.workers.len());
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .workers
-                .iter_mut()
-                .zip(shares)
-                .map(|(worker, share)| {
-                    scope.spawn(move || {
-                        let (mut scratch, _) = worker.scratch();
-                        evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
-                    })
-                })
-                .collect();
-            let mut total = BatchStats::default();
-            for h in handles {
-                total.merge(&h.join().expect("an evaluation thread panicked"));
-            }
-            total
+        on_threads(&mut self.cores, &all, |core, share| {
+            let (mut scratch, _) = core.split();
+            evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
         })
     }
 
@@ -376,12 +305,34 @@ impl<N: Network, A: Arith> Run<N, A> {
                 ("weight", layer.weight_range(), layer.weight_shape.to_vec()),
                 ("bias", layer.bias_range(), vec![layer.outputs()]),
             ] {
-                let data = self.master[range].iter().flat_map(|&p| A::param_le_bytes(p)).collect();
+                let data = self.model.master[range].iter().flat_map(|&p| A::param_le_bytes(p)).collect();
                 out.push(Tensor { name: format!("{}.{suffix}", layer.name), shape, data });
             }
         }
         out
     }
+}
+
+/// Runs `work` on one thread per core, each with its contiguous share of `items`, and adds up the
+/// statistics.
+fn on_threads<C: Send, F>(cores: &mut [C], items: &[u32], work: F) -> BatchStats
+where
+    F: Fn(&mut C, &[u32]) -> BatchStats + Sync,
+{
+    let shares = share(items, cores.len());
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = cores
+            .iter_mut()
+            .zip(shares)
+            .map(|(core, share)| scope.spawn(move || work(core, share)))
+            .collect();
+        let mut total = BatchStats::default();
+        for handle in handles {
+            total.merge(&handle.join().expect("a training thread panicked"));
+        }
+        total
+    })
 }
 
 /// Splits `items` into `parts` contiguous shares whose sizes differ by at most one.

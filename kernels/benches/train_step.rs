@@ -6,62 +6,36 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::network::ScratchMut;
+use kernels::heap::{HeapCore, HeapModel};
 use kernels::rng::Rng;
-use kernels::train::{accumulate, apply_update, init_params, refresh_working, Footprint};
-use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights, IMAGE_PIXELS};
+use kernels::train::{accumulate, Footprint};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig, IMAGE_PIXELS};
 
 const BATCH: usize = 64;
 
 struct Step<N: Network, A: Arith> {
-    master: Vec<A::Param>,
-    momentum: Vec<A::Param>,
-    working: Vec<A::Val>,
-    grads: Vec<A::Acc>,
-    vals: Vec<A::Val>,
-    accs: Vec<A::Acc>,
-    indices: Vec<u32>,
+    model: HeapModel<A>,
+    core: HeapCore<A>,
     sgd: A::Sgd,
     _net: core::marker::PhantomData<N>,
 }
 
 impl<N: Network, A: Arith> Step<N, A> {
     fn new() -> Self {
-        let mut s = Step {
-            master: vec![A::ZERO_PARAM; N::PARAMS],
-            momentum: vec![A::ZERO_PARAM; N::PARAMS],
-            working: vec![A::ZERO_VAL; N::PARAMS],
-            grads: vec![A::ZERO_ACC; N::PARAMS],
-            vals: vec![A::ZERO_VAL; N::SCRATCH.vals],
-            accs: vec![A::ZERO_ACC; N::SCRATCH.accs],
-            indices: vec![0; N::SCRATCH.indices],
+        Step {
+            model: HeapModel::init::<N>(1),
+            core: HeapCore::new::<N>(),
             sgd: A::sgd_constants(&SgdConfig::default()),
             _net: core::marker::PhantomData,
-        };
-        init_params::<N, A>(1, &mut s.master);
-        refresh_working::<N, A>(&s.master, &mut s.working);
-        s
+        }
     }
 
     fn run(&mut self, batch: &[(Vec<u8>, u8)]) {
-        self.grads.fill(A::ZERO_ACC);
-        let weights = Weights { master: &self.master, working: &self.working };
-        let mut scratch =
-            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
-        accumulate::<N, A>(
-            weights,
-            batch.iter().map(|(i, l)| (i.as_slice(), *l)),
-            &mut scratch,
-            &mut self.grads,
-        );
-        apply_update::<N, A>(
-            &self.sgd,
-            &mut self.master,
-            &mut self.momentum,
-            &mut self.working,
-            &self.grads,
-            batch.len() as u32,
-        );
+        let (mut scratch, grads) = self.core.split();
+        grads.fill(A::ZERO_ACC);
+        let samples = batch.iter().map(|(i, l)| (i.as_slice(), *l));
+        accumulate::<N, A>(self.model.weights(), samples, &mut scratch, grads);
+        self.model.update::<N>(&self.sgd, grads, batch.len() as u32);
     }
 }
 

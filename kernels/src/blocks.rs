@@ -295,3 +295,36 @@ impl<const D: usize> ConvNet<D> {
         outcome
     }
 }
+
+/// Implements [`Network`](crate::Network) for a model type from its layer table and its [`ConvNet`].
+macro_rules! conv_net_model {
+    ($model:ty, $name:literal, $layers:ident, $net:ident) => {
+        impl $crate::network::Network for $model {
+            const NAME: &'static str = $name;
+            const LAYERS: &'static [$crate::network::LayerSpec] = &$layers;
+            const PARAMS: usize = $crate::network::param_count(&$layers);
+            const SCRATCH: $crate::network::ScratchSize = $net.scratch();
+
+            fn evaluate<A: $crate::Arith>(
+                w: $crate::network::Weights<'_, A>,
+                image: &[u8],
+                label: u8,
+                scratch: $crate::network::ScratchMut<'_, A>,
+            ) -> $crate::layers::SampleOutcome {
+                $net.evaluate(w, image, label, scratch)
+            }
+
+            fn train_sample<A: $crate::Arith>(
+                w: $crate::network::Weights<'_, A>,
+                image: &[u8],
+                label: u8,
+                scratch: $crate::network::ScratchMut<'_, A>,
+                grads: &mut [A::Acc],
+            ) -> $crate::layers::SampleOutcome {
+                assert_eq!(grads.len(), Self::PARAMS);
+                $net.train_sample(w, image, label, scratch, grads)
+            }
+        }
+    };
+}
+pub(crate) use conv_net_model;

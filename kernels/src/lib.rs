@@ -14,7 +14,8 @@
 //! integer however its samples are split between cores or nodes, and the trained weights are the
 //! same bits on any CPU: floats enter training only through the softmax, with `libm`.
 //!
-//! With the `reference` feature, [`Float`] computes the same networks in `f32`.
+//! With the `reference` feature, [`Float`] computes the same networks in `f32`; with `alloc`, [`heap`]
+//! has heap-backed storage for hosts.
 
 #![no_std]
 #![deny(unsafe_code)]
@@ -23,6 +24,8 @@
 pub mod arith;
 mod blocks;
 pub mod fixed;
+#[cfg(feature = "alloc")]
+pub mod heap;
 pub mod layers;
 pub mod models;
 pub mod network;

@@ -2,73 +2,54 @@
 //! differences, the fixed-point model against the f32 reference, and the pinned weight hash.
 
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::network::{ScratchMut, IMAGE_PIXELS};
+use kernels::heap::{HeapCore, HeapModel};
+use kernels::network::IMAGE_PIXELS;
 use kernels::rng::Rng;
-use kernels::train::{accumulate, apply_update, init_params, refresh_working, weight_hash, BatchStats};
-use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
+use kernels::train::{accumulate, refresh_working, weight_hash, BatchStats};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig};
 
-/// Host-side storage for one model and one core.
+/// One model and one core's space.
 struct Model<N: Network, A: Arith> {
-    master: Vec<A::Param>,
-    momentum: Vec<A::Param>,
-    working: Vec<A::Val>,
-    grads: Vec<A::Acc>,
-    vals: Vec<A::Val>,
-    accs: Vec<A::Acc>,
-    indices: Vec<u32>,
+    model: HeapModel<A>,
+    core: HeapCore<A>,
     _net: core::marker::PhantomData<N>,
 }
 
 impl<N: Network, A: Arith> Model<N, A> {
     fn new(seed: u64) -> Self {
-        let mut m = Model {
-            master: vec![A::ZERO_PARAM; N::PARAMS],
-            momentum: vec![A::ZERO_PARAM; N::PARAMS],
-            working: vec![A::ZERO_VAL; N::PARAMS],
-            grads: vec![A::ZERO_ACC; N::PARAMS],
-            vals: vec![A::ZERO_VAL; N::SCRATCH.vals],
-            accs: vec![A::ZERO_ACC; N::SCRATCH.accs],
-            indices: vec![0; N::SCRATCH.indices],
+        Model {
+            model: HeapModel::init::<N>(seed),
+            core: HeapCore::new::<N>(),
             _net: core::marker::PhantomData,
-        };
-        init_params::<N, A>(seed, &mut m.master);
-        refresh_working::<N, A>(&m.master, &mut m.working);
-        m
+        }
     }
 
     /// Gradient sum over `samples`, into fresh accumulators.
     fn gradient(&mut self, samples: &[(Vec<u8>, u8)]) -> (Vec<A::Acc>, BatchStats) {
-        let mut grads = vec![A::ZERO_ACC; N::PARAMS];
-        let weights = Weights { master: &self.master, working: &self.working };
-        let mut scratch =
-            ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
-        let stats = accumulate::<N, A>(
-            weights,
-            samples.iter().map(|(i, l)| (i.as_slice(), *l)),
-            &mut scratch,
-            &mut grads,
-        );
-        (grads, stats)
+        let (mut scratch, grads) = self.core.split();
+        grads.fill(A::ZERO_ACC);
+        let samples = samples.iter().map(|(i, l)| (i.as_slice(), *l));
+        let stats = accumulate::<N, A>(self.model.weights(), samples, &mut scratch, grads);
+        (grads.to_vec(), stats)
     }
 
     fn step(&mut self, samples: &[(Vec<u8>, u8)]) {
         let (grads, _) = self.gradient(samples);
-        self.grads = grads;
         let sgd = A::sgd_constants(&SgdConfig::default());
-        apply_update::<N, A>(
-            &sgd,
-            &mut self.master,
-            &mut self.momentum,
-            &mut self.working,
-            &self.grads,
-            samples.len() as u32,
-        );
+        self.model.update::<N>(&sgd, &grads, samples.len() as u32);
     }
 
     fn loss(&mut self, sample: &(Vec<u8>, u8)) -> f64 {
-        let weights = Weights { master: &self.master, working: &self.working };
-        let scratch = ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices };
-        N::evaluate::<A>(weights, &sample.0, sample.1, scratch).loss
+        let (scratch, _) = self.core.split();
+        N::evaluate::<A>(self.model.weights(), &sample.0, sample.1, scratch).loss
+    }
+
+    fn master(&mut self) -> &mut Vec<A::Param> {
+        &mut self.model.master
+    }
+
+    fn refresh(&mut self) {
+        refresh_working::<N, A>(&self.model.master, &mut self.model.working);
     }
 }
 
@@ -142,14 +123,14 @@ fn gradient_check<N: Network>() {
             let step = (range.len() / 7).max(1);
             for i in range.step_by(step) {
                 let analytic = grads[i] as f64;
-                let original = model.master[i];
-                model.master[i] = original + eps;
-                refresh_working::<N, Float>(&model.master, &mut model.working);
+                let original = model.master()[i];
+                model.master()[i] = original + eps;
+                model.refresh();
                 let up = model.loss(sample);
-                model.master[i] = original - eps;
-                refresh_working::<N, Float>(&model.master, &mut model.working);
+                model.master()[i] = original - eps;
+                model.refresh();
                 let down = model.loss(sample);
-                model.master[i] = original;
+                model.master()[i] = original;
                 let numeric = (up - down) / (2.0 * eps as f64);
                 let tolerance = 2e-3 + 0.05 * analytic.abs();
                 assert!(
@@ -162,7 +143,7 @@ fn gradient_check<N: Network>() {
             }
         }
     }
-    refresh_working::<N, Float>(&model.master, &mut model.working);
+    model.refresh();
     assert!(checked > 30);
 }
 
@@ -183,10 +164,8 @@ fn fixed_tracks_reference<N: Network>() {
     let mut fixed = Model::<N, Fixed>::new(9);
     let mut float = Model::<N, Float>::new(9);
     // Start the reference from the fixed model's exact initial weights.
-    for (f, &p) in float.master.iter_mut().zip(&fixed.master) {
-        *f = Fixed::param_to_f64(p) as f32;
-    }
-    refresh_working::<N, Float>(&float.master, &mut float.working);
+    let start: Vec<f32> = fixed.model.master.iter().map(|&p| Fixed::param_to_f64(p) as f32).collect();
+    float.model.set_master::<N>(&start);
     let (gf, sf) = fixed.gradient(&samples);
     let (gr, sr) = float.gradient(&samples);
     assert_eq!(sf.correct, sr.correct);
@@ -228,7 +207,7 @@ fn weight_hash_after_short_training_is_pinned() {
         mx.step(batch);
         l5.step(batch);
     }
-    let (mx_hash, l5_hash) = (weight_hash::<Fixed>(&mx.master), weight_hash::<Fixed>(&l5.master));
+    let (mx_hash, l5_hash) = (weight_hash::<Fixed>(&mx.model.master), weight_hash::<Fixed>(&l5.model.master));
     println!("mxlenet {mx_hash:016x} lenet5 {l5_hash:016x}");
     assert_eq!(mx_hash, 0xf9b9_246a_8626_2a01, "mxlenet weight hash");
     assert_eq!(l5_hash, 0x12d9_49f0_ba61_5577, "lenet5 weight hash");

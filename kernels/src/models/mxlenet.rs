@@ -3,11 +3,10 @@
 
 #![forbid(unsafe_code)]
 
-use crate::blocks::{ConvBlock, ConvNet, DenseBlock};
+use crate::blocks::{conv_net_model, ConvBlock, ConvNet, DenseBlock};
 use crate::fixed::{ACT_FRAC, INPUT_FRAC};
-use crate::layers::{Conv5x5, Dense, SampleOutcome};
-use crate::network::{layout, param_count, LayerSpec, Network, ScratchMut, ScratchSize, Weights};
-use crate::Arith;
+use crate::layers::{Conv5x5, Dense};
+use crate::network::{layout, LayerSpec};
 
 /// The paper's network (see the module documentation).
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,36 +33,12 @@ const NET: ConvNet<2> = ConvNet {
     ],
 };
 
-impl Network for MxLenet {
-    const NAME: &'static str = "mxlenet";
-    const LAYERS: &'static [LayerSpec] = &LAYERS;
-    const PARAMS: usize = param_count(&LAYERS);
-    const SCRATCH: ScratchSize = NET.scratch();
-
-    fn evaluate<A: Arith>(
-        w: Weights<'_, A>,
-        image: &[u8],
-        label: u8,
-        scratch: ScratchMut<'_, A>,
-    ) -> SampleOutcome {
-        NET.evaluate(w, image, label, scratch)
-    }
-
-    fn train_sample<A: Arith>(
-        w: Weights<'_, A>,
-        image: &[u8],
-        label: u8,
-        scratch: ScratchMut<'_, A>,
-        grads: &mut [A::Acc],
-    ) -> SampleOutcome {
-        assert_eq!(grads.len(), Self::PARAMS);
-        NET.train_sample(w, image, label, scratch, grads)
-    }
-}
+conv_net_model!(MxLenet, "mxlenet", LAYERS, NET);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Network;
 
     #[test]
     fn has_the_papers_parameter_count() {
