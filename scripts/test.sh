@@ -11,12 +11,19 @@ if [[ -z "${MNIST_DIR:-}" && -d ../shared/data/mnist ]]; then
     export MNIST_DIR="$PWD/../shared/data/mnist"
 fi
 
+# Every cargo test's output is kept to add up the results at the end.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+run_tests() {
+    cargo test "$@" 2>&1 | tee -a "$log"
+}
+
 echo "== host tests"
-cargo test --workspace --exclude firmware
+run_tests --workspace --exclude firmware
 
 echo "== kernels on aarch64 (qemu-user)"
 if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
-    cargo test -p kernels --target aarch64-unknown-linux-gnu
+    run_tests -p kernels --target aarch64-unknown-linux-gnu
 elif [[ "${CI:-}" == "true" ]]; then
     echo "CI must run the aarch64 tests: qemu-aarch64 or aarch64-linux-gnu-gcc missing" >&2
     exit 1
@@ -26,3 +33,6 @@ fi
 
 echo "== firmware build (aarch64-unknown-none)"
 cargo build -p firmware --target aarch64-unknown-none --release
+
+# One closing line for the whole run.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
