@@ -1,0 +1,12 @@
+//! The cluster's wire protocol and node state machine: `no_std`, no heap, shared by the Pi firmware and
+//! `pitrain` (master and simulated nodes).
+//!
+//! - [`wire`]: zero-copy datagram parsing and emitting.
+//! - [`auth`]: HMAC-SHA256 authentication under the cluster key, and replay windows.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod wire;
