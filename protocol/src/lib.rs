@@ -9,4 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod codec;
+pub mod transfer;
 pub mod wire;
