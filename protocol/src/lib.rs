@@ -3,6 +3,10 @@
 //!
 //! - [`wire`]: zero-copy datagram parsing and emitting.
 //! - [`auth`]: HMAC-SHA256 authentication under the cluster key, and replay windows.
+//! - [`transfer`]: large tensors in chunks, with selective repeat.
+//! - [`codec`]: the model and gradient encodings.
+//! - [`schedule`]: which samples every step trains on.
+//! - [`node`]: the node state machine.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -10,5 +14,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod node;
+pub mod schedule;
 pub mod transfer;
 pub mod wire;

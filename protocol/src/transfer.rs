@@ -65,7 +65,7 @@ impl<'a> Outgoing<'a> {
         }
     }
 
-    /// The chunk indices a Nack for this transfer asks for again.
+    /// The chunk indices a Nack for this transfer asks for again (at most [`NACK_SPAN`]).
     pub fn requested<'n>(&self, nack: &Nack<'n>) -> impl Iterator<Item = u16> + 'n {
         let count = self.chunks() as usize;
         let base = nack.base as usize;
@@ -77,6 +77,7 @@ impl<'a> Outgoing<'a> {
                 (0..8).filter(move |b| bits & (1 << b) != 0).map(move |b| base + byte * 8 + b)
             })
             .filter(move |&i| valid && i < count)
+            .take(NACK_SPAN)
             .map(|i| i as u16)
     }
 }
@@ -101,11 +102,12 @@ pub enum ChunkError {
     Inconsistent,
 }
 
-/// The receiving side of one transfer at a time, in caller-provided buffers.
+/// The receiving side of one transfer at a time, in caller-provided storage (`&mut [u8]` in static
+/// memory on the firmware, `Vec<u8>` on the host).
 #[derive(Debug)]
-pub struct Reassembly<'a> {
-    buffer: &'a mut [u8],
-    bitmap: &'a mut [u8],
+pub struct Reassembly<B: AsRef<[u8]> + AsMut<[u8]>> {
+    buffer: B,
+    bitmap: B,
     current: Option<Current>,
 }
 
@@ -119,11 +121,14 @@ struct Current {
     have: u16,
 }
 
-impl<'a> Reassembly<'a> {
+impl<B: AsRef<[u8]> + AsMut<[u8]>> Reassembly<B> {
     /// Reassembles transfers of up to `buffer.len()` bytes; `bitmap` must hold
     /// [`bitmap_len`]`(buffer.len())` bytes.
-    pub fn new(buffer: &'a mut [u8], bitmap: &'a mut [u8]) -> Self {
-        assert!(bitmap.len() >= bitmap_len(buffer.len()), "bitmap too small for the buffer");
+    pub fn new(buffer: B, bitmap: B) -> Self {
+        assert!(
+            bitmap.as_ref().len() >= bitmap_len(buffer.as_ref().len()),
+            "bitmap too small for the buffer"
+        );
         Reassembly { buffer, bitmap, current: None }
     }
 
@@ -135,11 +140,11 @@ impl<'a> Reassembly<'a> {
     /// Starts reassembling the transfer `chunk` belongs to, dropping any other.
     pub fn start(&mut self, chunk: &Chunk<'_>) -> Result<(), ChunkError> {
         let total = chunk.total_len as usize;
-        if total > self.buffer.len() {
+        if total > self.buffer.as_ref().len() {
             return Err(ChunkError::Inconsistent);
         }
         let count = chunk_count(total);
-        self.bitmap[..count.div_ceil(8)].fill(0);
+        self.bitmap.as_mut()[..count.div_ceil(8)].fill(0);
         self.current = Some(Current {
             transfer: chunk.transfer,
             content: chunk.content,
@@ -175,11 +180,11 @@ impl<'a> Reassembly<'a> {
             return Err(ChunkError::Inconsistent);
         }
         let (byte, bit) = (index / 8, 1u8 << (index % 8));
-        if self.bitmap[byte] & bit != 0 {
+        if self.bitmap.as_ref()[byte] & bit != 0 {
             return Ok(Received::Duplicate);
         }
-        self.bitmap[byte] |= bit;
-        self.buffer[start..start + expected].copy_from_slice(chunk.data);
+        self.bitmap.as_mut()[byte] |= bit;
+        self.buffer.as_mut()[start..start + expected].copy_from_slice(chunk.data);
         c.have += 1;
         Ok(if c.have == c.count { Received::Complete } else { Received::Progress })
     }
@@ -192,20 +197,21 @@ impl<'a> Reassembly<'a> {
     /// The reassembled bytes, once complete.
     pub fn data(&self) -> Option<&[u8]> {
         let c = self.current.filter(|c| c.have == c.count)?;
-        Some(&self.buffer[..c.total_len as usize])
+        Some(&self.buffer.as_ref()[..c.total_len as usize])
     }
 
     /// A Nack for the first missing chunks (up to [`NACK_SPAN`]), written into `scratch` (128 bytes).
     pub fn nack<'s>(&self, scratch: &'s mut [u8; NACK_SPAN / 8]) -> Option<Nack<'s>> {
         let c = self.current.filter(|c| c.have < c.count)?;
         let count = c.count as usize;
-        let first = (0..count).find(|&i| self.bitmap[i / 8] & (1 << (i % 8)) == 0)?;
+        let bitmap = self.bitmap.as_ref();
+        let first = (0..count).find(|&i| bitmap[i / 8] & (1 << (i % 8)) == 0)?;
         let base = first - first % 8;
         let span = (count - base).min(NACK_SPAN);
         scratch.fill(0);
         for i in 0..span {
             let idx = base + i;
-            if self.bitmap[idx / 8] & (1 << (idx % 8)) == 0 {
+            if bitmap[idx / 8] & (1 << (idx % 8)) == 0 {
                 scratch[i / 8] |= 1 << (i % 8);
             }
         }
@@ -234,7 +240,7 @@ mod tests {
         assert_eq!(out.chunks(), 21);
         let mut buffer = [0u8; LEN + 100];
         let mut bitmap = [0u8; bitmap_len(LEN + 100)];
-        let mut r = Reassembly::new(&mut buffer, &mut bitmap);
+        let mut r = Reassembly::new(&mut buffer[..], &mut bitmap[..]);
         r.start(&out.chunk(20)).unwrap();
         // Reversed, every third chunk lost, some duplicated.
         for i in (0..21u16).rev().filter(|i| i % 3 != 0) {
@@ -262,7 +268,7 @@ mod tests {
         let out = Outgoing::new(5, Content::Model, 3, &source);
         let mut buffer = [0u8; LEN];
         let mut bitmap = [0u8; bitmap_len(LEN)];
-        let mut r = Reassembly::new(&mut buffer, &mut bitmap);
+        let mut r = Reassembly::new(&mut buffer[..], &mut bitmap[..]);
         assert_eq!(r.accept(&out.chunk(0)), Err(ChunkError::OtherTransfer));
         r.start(&out.chunk(0)).unwrap();
         let mut short = out.chunk(1);
