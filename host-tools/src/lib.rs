@@ -4,9 +4,11 @@
 //! - [`fetch`]: `pitrain data fetch`, the verified download into a cache.
 //! - [`trainer`]: the training loop over the host's cores.
 //! - [`results`]: CSV, JSON and safetensors output.
+//! - [`cluster`]: the UDP master and simulated nodes.
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod cluster;
 pub mod fetch;
 pub mod mnist;
 pub mod results;

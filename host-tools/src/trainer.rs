@@ -10,7 +10,7 @@ use kernels::arith::{Arith, Fixed, Float};
 use kernels::heap::{HeapCore, HeapModel};
 use kernels::rng::epoch_order;
 use kernels::train::{accumulate, evaluate, weight_hash, BatchStats};
-use kernels::{Lenet5, MxLenet, Network, SgdConfig};
+use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
 use serde::Serialize;
 
 use crate::mnist::{Mnist, Split};
@@ -167,6 +167,15 @@ pub struct EpochReport {
     pub test_accuracy: f64,
     /// Fingerprint of the master weights after the epoch ([`weight_hash`]).
     pub weight_hash: String,
+    /// Nodes in the run (1 for a single process).
+    pub nodes: u16,
+    /// Mean UDP payload bytes the master sent to each node this epoch (0 in one process).
+    pub bytes_to_node: u64,
+    /// Mean UDP payload bytes each node sent to the master this epoch.
+    pub bytes_from_node: u64,
+    /// Nodes whose gradients were missing in some step of the epoch (their shard's samples were
+    /// left out of those steps), space-separated.
+    pub missing_nodes: String,
 }
 
 /// Told about progress as training runs.
@@ -263,6 +272,10 @@ impl<N: Network, A: Arith> Run<N, A> {
                 test_loss: test_stats.mean_loss(),
                 test_accuracy: test_stats.accuracy(),
                 weight_hash: format!("{:016x}", weight_hash::<A>(&self.model.master)),
+                nodes: 1,
+                bytes_to_node: 0,
+                bytes_from_node: 0,
+                missing_nodes: String::new(),
             };
             observer.epoch_done(&report);
             epochs.push(report);
@@ -290,32 +303,45 @@ impl<N: Network, A: Arith> Run<N, A> {
     }
 
     fn evaluate(&mut self, set: &Split) -> BatchStats {
-        let weights = self.model.weights();
-        let all: Vec<u32> = (0..set.len() as u32).collect();
-        on_threads(&mut self.cores, &all, |core, share| {
-            let (mut scratch, _) = core.split();
-            evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
-        })
+        evaluate_split::<N, A>(self.model.weights(), &mut self.cores, set)
     }
 
     fn tensors(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        for layer in N::LAYERS {
-            for (suffix, range, shape) in [
-                ("weight", layer.weight_range(), layer.weight_shape.to_vec()),
-                ("bias", layer.bias_range(), vec![layer.outputs()]),
-            ] {
-                let data = self.model.master[range].iter().flat_map(|&p| A::param_le_bytes(p)).collect();
-                out.push(Tensor { name: format!("{}.{suffix}", layer.name), shape, data });
-            }
-        }
-        out
+        model_tensors::<N, A>(&self.model.master)
     }
+}
+
+/// Evaluates `set` on all `cores` (one thread each).
+pub fn evaluate_split<N: Network, A: Arith>(
+    weights: Weights<'_, A>,
+    cores: &mut [HeapCore<A>],
+    set: &Split,
+) -> BatchStats {
+    let all: Vec<u32> = (0..set.len() as u32).collect();
+    on_threads(cores, &all, |core, share| {
+        let (mut scratch, _) = core.split();
+        evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
+    })
+}
+
+/// The master parameters as named tensors, for checkpoints.
+pub fn model_tensors<N: Network, A: Arith>(master: &[A::Param]) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    for layer in N::LAYERS {
+        for (suffix, range, shape) in [
+            ("weight", layer.weight_range(), layer.weight_shape.to_vec()),
+            ("bias", layer.bias_range(), vec![layer.outputs()]),
+        ] {
+            let data = master[range].iter().flat_map(|&p| A::param_le_bytes(p)).collect();
+            out.push(Tensor { name: format!("{}.{suffix}", layer.name), shape, data });
+        }
+    }
+    out
 }
 
 /// Runs `work` on one thread per core, each with its contiguous share of `items`, and adds up the
 /// statistics.
-fn on_threads<C: Send, F>(cores: &mut [C], items: &[u32], work: F) -> BatchStats
+pub(crate) fn on_threads<C: Send, F>(cores: &mut [C], items: &[u32], work: F) -> BatchStats
 where
     F: Fn(&mut C, &[u32]) -> BatchStats + Sync,
 {

@@ -46,7 +46,7 @@ impl Schedule {
     /// The order `samples_of` needs for `epoch`: the global order (Global, `total` entries) or this
     /// shard's own order (PerNode, shard-length entries). `order` must be at least that long.
     pub fn fill_order(&self, shard: &ShardSpec, epoch: u32, order: &mut [u32]) -> usize {
-        let n = match self.mode {
+        match self.mode {
             BatchMode::Global => {
                 epoch_order(self.seed, epoch, &mut order[..self.total as usize]);
                 self.total as usize
@@ -56,8 +56,7 @@ impl Schedule {
                 epoch_order(self.node_seed(shard), epoch, &mut order[..n]);
                 n
             }
-        };
-        n
+        }
     }
 
     /// The local sample indices of `shard` that train in `step`, written into `out`; `order` is what

@@ -1,0 +1,429 @@
+//! The parameter-server master: synchronous data-parallel SGD over UDP.
+//!
+//! Each step the master sends the model (working weights and biases) to every live node, collects
+//! each node's exact gradient sums, adds them in node order, and applies one update. In Global mode the
+//! nodes' sums are the single-process batch gradient, so the weights are bit-identical to
+//! `pitrain train` in one process whatever the node count.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use kernels::heap::HeapModel;
+use kernels::train::BatchStats;
+use kernels::{Fixed, Network};
+use protocol::auth::{ClusterKey, RejectCounts, Rejection, ReplayWindow};
+use protocol::codec::{decode_gradient, encode_model, max_gradient_len, model_len};
+use protocol::node::upload_transfer;
+use protocol::schedule::Schedule;
+use protocol::transfer::{bitmap_len, Outgoing, Reassembly, Received, NACK_SPAN};
+use protocol::wire::{
+    Assignment, Chunk, Command, Content, Header, Hello, Message, ModelId, Nack, ShardSpec, MASTER_ID,
+    MAX_DATAGRAM,
+};
+
+use super::{ClusterConfig, ClusterError, NodeTraffic};
+
+/// Hellos remembered per node, to refuse replayed ones.
+const REMEMBERED_NONCES: usize = 16;
+
+/// What the master knows of one node.
+struct Peer {
+    id: u16,
+    addr: Option<SocketAddr>,
+    token: u32,
+    nonce: u64,
+    old_nonces: VecDeque<u64>,
+    window: ReplayWindow,
+    shard: Option<ShardSpec>,
+    alive: bool,
+    model_acked: bool,
+    last_model_activity: Instant,
+    upload: Reassembly<Vec<u8>>,
+    last_upload_chunk: Instant,
+    grads: Vec<i64>,
+    stats: Option<BatchStats>,
+    traffic: NodeTraffic,
+}
+
+/// Result of one step.
+pub struct StepOutcome {
+    /// Training statistics over the samples that were included.
+    pub stats: BatchStats,
+    /// Nodes whose gradient was missing (dead or too late).
+    pub missing: Vec<u16>,
+}
+
+/// The master's state.
+pub struct Master<N: Network> {
+    config: ClusterConfig,
+    key: ClusterKey,
+    socket: UdpSocket,
+    sequence: u64,
+    peers: Vec<Peer>,
+    /// The model.
+    pub model: HeapModel<Fixed>,
+    sgd: <Fixed as kernels::Arith>::Sgd,
+    model_bytes: Vec<u8>,
+    step: u32,
+    total: u32,
+    /// Datagrams refused, by reason.
+    pub rejected: RejectCounts,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    _net: core::marker::PhantomData<N>,
+}
+
+fn model_id<N: Network>() -> ModelId {
+    if N::NAME == kernels::Lenet5::NAME {
+        ModelId::Lenet5
+    } else {
+        ModelId::MxLenet
+    }
+}
+
+impl<N: Network> Master<N> {
+    /// A master bound to `socket`, for a training set of `total` samples.
+    pub fn new(
+        config: ClusterConfig,
+        key: ClusterKey,
+        socket: UdpSocket,
+        total: u32,
+    ) -> Result<Self, ClusterError> {
+        socket.set_read_timeout(Some(Duration::from_millis(1))).map_err(ClusterError::Socket)?;
+        let now = Instant::now();
+        let peers = (0..config.nodes)
+            .map(|id| Peer {
+                id,
+                addr: None,
+                token: 0,
+                nonce: 0,
+                old_nonces: VecDeque::new(),
+                window: ReplayWindow::default(),
+                shard: None,
+                alive: false,
+                model_acked: true,
+                last_model_activity: now,
+                upload: Reassembly::new(
+                    vec![0u8; max_gradient_len(N::PARAMS)],
+                    vec![0u8; bitmap_len(max_gradient_len(N::PARAMS))],
+                ),
+                last_upload_chunk: now,
+                grads: vec![0; N::PARAMS],
+                stats: None,
+                traffic: NodeTraffic::default(),
+            })
+            .collect();
+        let sgd = <Fixed as kernels::Arith>::sgd_constants(&config.train.sgd.into());
+        let model = HeapModel::<Fixed>::init::<N>(config.train.seed);
+        Ok(Master {
+            config,
+            key,
+            socket,
+            sequence: 0,
+            peers,
+            model,
+            sgd,
+            model_bytes: vec![0; model_len::<N>()],
+            step: 0,
+            total,
+            rejected: RejectCounts::default(),
+            rx: vec![0; 65536],
+            tx: vec![0; MAX_DATAGRAM],
+            _net: core::marker::PhantomData,
+        })
+    }
+
+    /// The schedule every node follows.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            mode: self.config.mode,
+            batch: self.config.train.batch as u32,
+            total: self.total,
+            nodes: self.config.nodes,
+            seed: self.config.train.seed,
+        }
+    }
+
+    /// Traffic per node so far.
+    pub fn traffic(&self) -> Vec<NodeTraffic> {
+        self.peers.iter().map(|p| p.traffic).collect()
+    }
+
+    /// Waits until every node has joined.
+    pub fn join(&mut self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        while self.peers.iter().any(|p| !p.alive) {
+            if Instant::now() > deadline {
+                let missing = self.peers.iter().filter(|p| !p.alive).map(|p| p.id).collect();
+                return Err(ClusterError::JoinTimeout { missing });
+            }
+            self.receive_once();
+        }
+        Ok(())
+    }
+
+    fn send_to(&mut self, id: u16, session: u32, message: &Message<'_>) {
+        let Some(addr) = self.peers[id as usize].addr else { return };
+        self.sequence += 1;
+        let header =
+            Header { kind: message.kind() as u8, session, sender: MASTER_ID, sequence: self.sequence };
+        if let Ok(n) = self.key.seal(&header, message, &mut self.tx) {
+            // A full socket buffer loses the datagram; the protocol repeats what matters.
+            let _ = self.socket.send_to(&self.tx[..n], addr);
+            self.peers[id as usize].traffic.bytes_to_node += n as u64;
+            self.peers[id as usize].traffic.datagrams_to_node += 1;
+        }
+    }
+
+    fn send_model_chunk(&mut self, id: u16, index: u16) {
+        let token = self.peers[id as usize].token;
+        let bytes = std::mem::take(&mut self.model_bytes);
+        let out = Outgoing::new(upload_transfer(self.step), Content::Model, self.step, &bytes);
+        self.send_to(id, token, &Message::Chunk(out.chunk(index)));
+        self.model_bytes = bytes;
+    }
+
+    fn send_model(&mut self, id: u16) {
+        let count = Outgoing::new(0, Content::Model, 0, &self.model_bytes).chunks();
+        for i in 0..count {
+            self.send_model_chunk(id, i);
+        }
+        let p = &mut self.peers[id as usize];
+        p.model_acked = false;
+        p.last_model_activity = Instant::now();
+    }
+
+    /// Runs step `step`: broadcast, collect, aggregate, update.
+    pub fn step(&mut self, step: u32) -> StepOutcome {
+        self.step = step;
+        let n = encode_model::<N>(&self.model.working, &self.model.master, &mut self.model_bytes);
+        debug_assert_eq!(n, self.model_bytes.len());
+        for id in 0..self.config.nodes {
+            let p = &mut self.peers[id as usize];
+            p.stats = None;
+            p.upload.reset();
+            if p.alive {
+                self.send_model(id);
+            }
+        }
+        let started = Instant::now();
+        loop {
+            if self.peers.iter().all(|p| !p.alive || p.stats.is_some()) {
+                break;
+            }
+            if started.elapsed() > self.config.step_deadline {
+                for p in self.peers.iter_mut().filter(|p| p.alive && p.stats.is_none()) {
+                    p.alive = false;
+                }
+                break;
+            }
+            self.receive_once();
+            self.timers();
+        }
+        // Exact aggregation in node order.
+        let mut total = BatchStats::default();
+        let mut missing = Vec::new();
+        let mut sum = vec![0i64; N::PARAMS];
+        for p in &self.peers {
+            match &p.stats {
+                Some(s) => {
+                    total.merge(s);
+                    for (a, &g) in sum.iter_mut().zip(&p.grads) {
+                        *a += g;
+                    }
+                }
+                None => missing.push(p.id),
+            }
+        }
+        if total.samples > 0 {
+            self.model.update::<N>(&self.sgd, &sum, total.samples as u32);
+        }
+        for p in self.peers.iter_mut().filter(|p| p.stats.is_some()) {
+            p.traffic.steps += 1;
+        }
+        StepOutcome { stats: total, missing }
+    }
+
+    /// Tells every node to stop.
+    pub fn stop_all(&mut self) {
+        for id in 0..self.config.nodes {
+            if self.peers[id as usize].addr.is_some() {
+                let token = self.peers[id as usize].token;
+                for _ in 0..3 {
+                    self.send_to(id, token, &Message::Control(Command::Stop));
+                }
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        for id in 0..self.config.nodes {
+            let p = &self.peers[id as usize];
+            if !p.alive {
+                continue;
+            }
+            if !p.model_acked && now.duration_since(p.last_model_activity) >= self.config.resend {
+                let last = Outgoing::new(0, Content::Model, 0, &self.model_bytes).chunks() - 1;
+                self.send_model_chunk(id, last);
+                self.peers[id as usize].last_model_activity = now;
+            }
+            let p = &self.peers[id as usize];
+            if p.stats.is_none()
+                && p.upload.current().is_some()
+                && now.duration_since(p.last_upload_chunk) >= self.config.nack_delay
+            {
+                let mut scratch = [0u8; NACK_SPAN / 8];
+                if let Some(nack) = self.peers[id as usize].upload.nack(&mut scratch) {
+                    let (transfer, base, missing) = (nack.transfer, nack.base, nack.missing.to_vec());
+                    let token = self.peers[id as usize].token;
+                    self.send_to(id, token, &Message::Nack(Nack { transfer, base, missing: &missing }));
+                }
+                self.peers[id as usize].last_upload_chunk = now;
+            }
+        }
+    }
+
+    fn receive_once(&mut self) {
+        let mut rx = std::mem::take(&mut self.rx);
+        if let Ok((n, from)) = self.socket.recv_from(&mut rx) {
+            if let Err(r) = self.handle(&rx[..n], from) {
+                self.rejected.count(r);
+            }
+        }
+        self.rx = rx;
+    }
+
+    fn handle(&mut self, bytes: &[u8], from: SocketAddr) -> Result<(), Rejection> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(Rejection::Malformed(protocol::wire::WireError::TooLong));
+        }
+        let (header, message) = self.key.open(bytes)?;
+        let id = header.sender;
+        if id >= self.config.nodes {
+            return Err(Rejection::Unexpected);
+        }
+        self.peers[id as usize].traffic.bytes_from_node += bytes.len() as u64;
+        self.peers[id as usize].traffic.datagrams_from_node += 1;
+        if let Message::Hello(hello) = message {
+            return self.hello(id, &hello, header.session, from);
+        }
+        let p = &mut self.peers[id as usize];
+        if p.addr.is_none() || header.session != p.token {
+            return Err(Rejection::Unexpected);
+        }
+        p.window.accept(header.sequence)?;
+        p.addr = Some(from);
+        match message {
+            Message::Chunk(chunk) if chunk.content == Content::Gradient => self.gradient_chunk(id, &chunk),
+            Message::Ack { transfer } => {
+                if transfer == upload_transfer(self.step) {
+                    self.peers[id as usize].model_acked = true;
+                }
+                Ok(())
+            }
+            Message::Nack(nack) => {
+                if nack.transfer != upload_transfer(self.step) {
+                    return Ok(());
+                }
+                self.peers[id as usize].last_model_activity = Instant::now();
+                let out = Outgoing::new(nack.transfer, Content::Model, self.step, &self.model_bytes);
+                let requested: Vec<u16> = out.requested(&nack).collect();
+                for i in requested {
+                    self.send_model_chunk(id, i);
+                }
+                Ok(())
+            }
+            Message::Status(_) => Ok(()),
+            _ => Err(Rejection::Unexpected),
+        }
+    }
+
+    fn hello(&mut self, id: u16, hello: &Hello, session: u32, from: SocketAddr) -> Result<(), Rejection> {
+        let expected =
+            ShardSpec { total: self.total, nodes: self.config.nodes, index: id, layout: self.config.layout };
+        if session != 0 || hello.shard != expected {
+            return Err(Rejection::Unexpected);
+        }
+        let p = &mut self.peers[id as usize];
+        if p.old_nonces.contains(&hello.nonce) {
+            return Err(Rejection::Replayed);
+        }
+        if p.addr.is_none() || hello.nonce != p.nonce {
+            // A new join (or a rejoin after a reboot): new token, fresh replay window.
+            if p.addr.is_some() {
+                p.old_nonces.push_back(p.nonce);
+                if p.old_nonces.len() > REMEMBERED_NONCES {
+                    p.old_nonces.pop_front();
+                }
+            }
+            p.nonce = hello.nonce;
+            p.token = loop {
+                let t: u32 = rand::random();
+                if t != 0 {
+                    break t;
+                }
+            };
+            p.window = ReplayWindow::default();
+            p.shard = Some(hello.shard);
+            p.alive = true;
+            p.traffic.joins += 1;
+        }
+        p.addr = Some(from);
+        let token = p.token;
+        let assignment = Assignment {
+            nonce: hello.nonce,
+            token,
+            model: model_id::<N>(),
+            mode: self.config.mode,
+            batch: self.config.train.batch as u32,
+            sync_period: 1,
+            seed: self.config.train.seed,
+            epochs: self.config.train.epochs,
+            nodes: self.config.nodes,
+            learning_rate: self.config.train.sgd.learning_rate,
+            momentum: self.config.train.sgd.momentum,
+            weight_decay: self.config.train.sgd.weight_decay,
+        };
+        self.send_to(id, 0, &Message::Assignment(assignment));
+        // A node joining mid-step gets the current model at once.
+        if self.peers[id as usize].stats.is_none() && !self.model_bytes.iter().all(|&b| b == 0) {
+            self.send_model(id);
+        }
+        Ok(())
+    }
+
+    fn gradient_chunk(&mut self, id: u16, chunk: &Chunk<'_>) -> Result<(), Rejection> {
+        let token = self.peers[id as usize].token;
+        if chunk.step != self.step {
+            // An upload from a step already aggregated: acknowledge so the node stops repeating it.
+            if chunk.step < self.step {
+                self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
+                return Ok(());
+            }
+            return Err(Rejection::Unexpected);
+        }
+        let p = &mut self.peers[id as usize];
+        if p.stats.is_some() {
+            self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
+            return Ok(());
+        }
+        if p.upload.current().is_none_or(|(t, _, _)| t != chunk.transfer) {
+            p.upload.start(chunk).map_err(|_| Rejection::Unexpected)?;
+        }
+        p.last_upload_chunk = Instant::now();
+        match p.upload.accept(chunk) {
+            Ok(Received::Complete) => {
+                let stats = decode_gradient(p.upload.data().expect("complete"), &mut p.grads)
+                    .map_err(|_| Rejection::Unexpected)?;
+                p.stats = Some(stats);
+                p.alive = true;
+                self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(_) => Err(Rejection::Unexpected),
+        }
+    }
+}

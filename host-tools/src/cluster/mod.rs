@@ -1,0 +1,235 @@
+//! Training on a cluster: the UDP master and its nodes (simulated on this machine for now).
+
+pub mod master;
+pub mod sim;
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kernels::heap::HeapCore;
+use kernels::{Fixed, Lenet5, MxLenet, Network};
+use protocol::auth::ClusterKey;
+use protocol::node::NodeCounters;
+use protocol::wire::{BatchMode, ShardLayout, ShardSpec};
+use serde::Serialize;
+
+use crate::mnist::Mnist;
+use crate::trainer::{
+    evaluate_split, model_tensors, ArithKind, ConfigError, EpochReport, ModelKind, Observer, TrainConfig,
+    TrainOutcome,
+};
+use master::Master;
+
+/// How a cluster run is set up.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterConfig {
+    /// Model, epochs, batch, optimizer, seed, limit; `threads` is the cores each simulated node uses.
+    pub train: TrainConfig,
+    /// Number of nodes.
+    pub nodes: u16,
+    /// Batch formation.
+    #[serde(serialize_with = "lowercase_debug")]
+    pub mode: BatchMode,
+    /// How the training set is divided.
+    #[serde(serialize_with = "lowercase_debug")]
+    pub layout: ShardLayout,
+    /// A node whose gradient has not arrived this long after the step began is dropped.
+    #[serde(skip)]
+    pub step_deadline: Duration,
+    /// How long to wait for all nodes to join.
+    #[serde(skip)]
+    pub join_timeout: Duration,
+    /// Silence after which the last model chunk is sent again.
+    #[serde(skip)]
+    pub resend: Duration,
+    /// Silence after which a Nack is sent for an incomplete upload.
+    #[serde(skip)]
+    pub nack_delay: Duration,
+}
+
+impl ClusterConfig {
+    /// `nodes` simulated nodes in Global mode with the given training settings.
+    pub fn new(train: TrainConfig, nodes: u16) -> Self {
+        ClusterConfig {
+            train,
+            nodes,
+            mode: BatchMode::Global,
+            layout: ShardLayout::Contiguous,
+            step_deadline: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(20),
+            resend: Duration::from_millis(50),
+            nack_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+fn lowercase_debug<T: core::fmt::Debug, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:?}").to_lowercase())
+}
+
+/// Bytes and datagrams between the master and one node (UDP payloads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NodeTraffic {
+    /// Master to node.
+    pub bytes_to_node: u64,
+    /// Node to master (accepted or not).
+    pub bytes_from_node: u64,
+    /// Datagrams master to node.
+    pub datagrams_to_node: u64,
+    /// Datagrams node to master.
+    pub datagrams_from_node: u64,
+    /// Steps this node contributed to.
+    pub steps: u64,
+    /// Times it joined.
+    pub joins: u64,
+}
+
+/// A cluster run that could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Settings a cluster cannot run.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Socket trouble.
+    #[error("UDP socket: {0}")]
+    Socket(std::io::Error),
+    /// Nodes that never joined.
+    #[error("nodes {missing:?} did not join in time")]
+    JoinTimeout {
+        /// Their ids.
+        missing: Vec<u16>,
+    },
+}
+
+/// What a cluster run produced.
+pub struct ClusterOutcome {
+    /// Per-epoch figures and the final weights.
+    pub outcome: TrainOutcome,
+    /// Traffic per node over the whole run.
+    pub traffic: Vec<NodeTraffic>,
+    /// The nodes' own counters.
+    pub node_counters: Vec<NodeCounters>,
+}
+
+/// Trains with a master and `config.nodes` simulated nodes on 127.0.0.1.
+pub fn train_simulated(
+    config: &ClusterConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+) -> Result<ClusterOutcome, ClusterError> {
+    config.train.validate()?;
+    if config.train.arith != ArithKind::Fixed {
+        return Err(ClusterError::Unsupported(
+            "the f32 reference trains in one process only (use --local)".into(),
+        ));
+    }
+    if config.nodes == 0 {
+        return Err(ClusterError::Unsupported("--nodes must be at least 1".into()));
+    }
+    match config.train.model {
+        ModelKind::Mxlenet => run::<MxLenet>(config, data, observer),
+        ModelKind::Lenet5 => run::<Lenet5>(config, data, observer),
+    }
+}
+
+fn run<N: Network>(
+    config: &ClusterConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+) -> Result<ClusterOutcome, ClusterError> {
+    let train = match config.train.limit {
+        Some(n) => data.train.clone().truncated(n),
+        None => data.train.clone(),
+    };
+    let total = train.len() as u32;
+    let key = ClusterKey(rand::random());
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(ClusterError::Socket)?;
+    let address = socket.local_addr().map_err(ClusterError::Socket)?;
+    let mut master = Master::<N>::new(config.clone(), key.clone(), socket, total)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let max_batch = config.train.batch;
+    let nodes: Vec<_> = (0..config.nodes)
+        .map(|id| {
+            let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
+            let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
+            let (key, shutdown) = (key.clone(), shutdown.clone());
+            std::thread::spawn(move || sim::run_node::<N>(id, key, address, shard, max_batch, shutdown))
+        })
+        .collect();
+    drop(train);
+
+    let result = drive(&mut master, config, data, observer);
+    master.stop_all();
+    // Nodes stop on the master's word; the flag catches any that missed it.
+    std::thread::sleep(Duration::from_millis(50));
+    shutdown.store(true, Ordering::Relaxed);
+    let mut node_counters = Vec::new();
+    for handle in nodes {
+        if let Ok(Ok(c)) = handle.join() {
+            node_counters.push(c);
+        }
+    }
+    let epochs = result?;
+    Ok(ClusterOutcome {
+        outcome: TrainOutcome { epochs, tensors: model_tensors::<N, Fixed>(&master.model.master) },
+        traffic: master.traffic(),
+        node_counters,
+    })
+}
+
+fn drive<N: Network>(
+    master: &mut Master<N>,
+    config: &ClusterConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+) -> Result<Vec<EpochReport>, ClusterError> {
+    master.join(config.join_timeout)?;
+    let schedule = master.schedule();
+    let steps = schedule.steps_per_epoch();
+    let mut eval_cores: Vec<HeapCore<Fixed>> =
+        (0..config.train.threads.max(1)).map(|_| HeapCore::new::<N>()).collect();
+    let mut reports = Vec::new();
+    for epoch in 0..config.train.epochs {
+        let started = Instant::now();
+        let before = master.traffic();
+        observer.epoch_started(epoch + 1, steps as usize);
+        let mut stats = kernels::BatchStats::default();
+        let mut missing_nodes: Vec<u16> = Vec::new();
+        for t in 0..steps {
+            let outcome = master.step(epoch * steps + t);
+            stats.merge(&outcome.stats);
+            for id in outcome.missing {
+                if !missing_nodes.contains(&id) {
+                    missing_nodes.push(id);
+                }
+            }
+            observer.step_done();
+        }
+        let test = evaluate_split::<N, Fixed>(master.model.weights(), &mut eval_cores, &data.test);
+        let after = master.traffic();
+        let n = config.nodes as u64;
+        let to: u64 = after.iter().zip(&before).map(|(a, b)| a.bytes_to_node - b.bytes_to_node).sum();
+        let from: u64 = after.iter().zip(&before).map(|(a, b)| a.bytes_from_node - b.bytes_from_node).sum();
+        let report = EpochReport {
+            epoch: epoch + 1,
+            seconds: started.elapsed().as_secs_f64(),
+            train_loss: stats.mean_loss(),
+            train_accuracy: stats.accuracy(),
+            test_loss: test.mean_loss(),
+            test_accuracy: test.accuracy(),
+            weight_hash: format!("{:016x}", kernels::train::weight_hash::<Fixed>(&master.model.master)),
+            nodes: config.nodes,
+            bytes_to_node: to / n,
+            bytes_from_node: from / n,
+            missing_nodes: missing_nodes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+        };
+        observer.epoch_done(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,159 @@
+//! Simulated nodes: the protocol's node state machine on host threads, each with its own UDP socket
+//! on 127.0.0.1 and only its own shard of the data, talking to the master exactly as a board would.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kernels::heap::HeapCore;
+use kernels::train::{accumulate, BatchStats};
+use kernels::{Fixed, Network, Weights};
+use protocol::auth::ClusterKey;
+use protocol::node::{Clock, Event, Node, NodeBuffers, NodeConfig, NodeCounters, Shard, Transport};
+use protocol::wire::ShardSpec;
+use sha2::{Digest, Sha256};
+
+use crate::mnist::Split;
+use crate::trainer::on_threads;
+
+/// A UDP socket connected to the master.
+pub struct UdpTransport {
+    socket: UdpSocket,
+}
+
+impl UdpTransport {
+    /// A socket on an ephemeral 127.0.0.1 port, connected to `master`. `recv` waits up to 1 ms.
+    pub fn connect(master: SocketAddr) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(master)?;
+        socket.set_read_timeout(Some(Duration::from_millis(1)))?;
+        Ok(UdpTransport { socket })
+    }
+}
+
+impl Transport for UdpTransport {
+    fn send(&mut self, datagram: &[u8]) {
+        // Losses are the protocol's business: it repeats what matters.
+        let _ = self.socket.send(datagram);
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.socket.recv(buf).ok()
+    }
+}
+
+/// Microseconds since the node started.
+pub struct StdClock(Instant);
+
+impl Clock for StdClock {
+    fn now_us(&mut self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+}
+
+/// A node's own samples and the cores (threads) it computes on.
+pub struct SimShard<N: Network> {
+    spec: ShardSpec,
+    data: Split,
+    hash: u64,
+    cores: Vec<HeapCore<Fixed>>,
+    _net: core::marker::PhantomData<N>,
+}
+
+impl<N: Network> SimShard<N> {
+    /// Copies shard `spec` out of the whole training set (the node keeps only this copy), to compute
+    /// on `cores` threads.
+    pub fn new(spec: ShardSpec, train: &Split, cores: usize) -> Self {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for local in 0..spec.len() {
+            let (image, label) = train.sample(spec.global_index(local) as usize);
+            images.extend_from_slice(image);
+            labels.push(label);
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(&images);
+        hasher.update(&labels);
+        let hash = u64::from_be_bytes(hasher.finalize()[..8].try_into().expect("8 bytes"));
+        let cores = (0..cores.max(1)).map(|_| HeapCore::new::<N>()).collect();
+        SimShard { spec, data: Split::new(images, labels), hash, cores, _net: core::marker::PhantomData }
+    }
+}
+
+impl<N: Network> Shard for SimShard<N> {
+    fn spec(&self) -> ShardSpec {
+        self.spec
+    }
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+    fn cores(&self) -> u8 {
+        self.cores.len() as u8
+    }
+    /// Each core takes a contiguous share; the shares' exact sums are added in core order.
+    fn gradient(&mut self, weights: Weights<'_, Fixed>, samples: &[u32], grads: &mut [i64]) -> BatchStats {
+        let data = &self.data;
+        let stats = on_threads(&mut self.cores, samples, |core, share| {
+            let (mut scratch, core_grads) = core.split();
+            core_grads.fill(0);
+            accumulate::<N, Fixed>(
+                weights,
+                share.iter().map(|&i| data.sample(i as usize)),
+                &mut scratch,
+                core_grads,
+            )
+        });
+        for core in &self.cores {
+            for (g, &c) in grads.iter_mut().zip(&core.grads) {
+                *g += c;
+            }
+        }
+        stats
+    }
+}
+
+/// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters.
+pub fn run_node<N: Network>(
+    id: u16,
+    key: ClusterKey,
+    master: SocketAddr,
+    shard: SimShard<N>,
+    max_batch: usize,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<NodeCounters> {
+    let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, max_batch);
+    let mut master_params = vec![0i32; sizes.params];
+    let mut working = vec![0i16; sizes.params];
+    let mut grads = vec![0i64; sizes.params];
+    let mut model = vec![0u8; sizes.model];
+    let mut model_bitmap = vec![0u8; sizes.model_bitmap];
+    let mut upload = vec![0u8; sizes.upload];
+    let mut order = vec![0u32; sizes.order];
+    let mut samples = vec![0u32; sizes.samples];
+    let buffers = NodeBuffers {
+        master: &mut master_params,
+        working: &mut working,
+        grads: &mut grads,
+        model: &mut model,
+        model_bitmap: &mut model_bitmap,
+        upload: &mut upload,
+        order: &mut order,
+        samples: &mut samples,
+    };
+    let transport = UdpTransport::connect(master)?;
+    let mut node: Node<'_, N, _, _, _> = Node::new(
+        NodeConfig::new(id),
+        key,
+        transport,
+        StdClock(Instant::now()),
+        shard,
+        buffers,
+        rand::random(),
+    );
+    while !shutdown.load(Ordering::Relaxed) {
+        if let Event::Stopped = node.poll() {
+            break;
+        }
+    }
+    Ok(node.counters())
+}
