@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cluster::{self, ClusterConfig, ClusterError};
 use crate::fetch::{self, FetchError, Fetched};
 use crate::mnist::{self, Mnist, MnistError, NoData};
 use crate::results::{self, WriteError};
 use crate::trainer::{
     self, ArithKind, ConfigError, EpochReport, ModelKind, Observer, SgdConfigRecord, TrainConfig,
 };
+use protocol::wire::{BatchMode, ShardLayout};
 
 /// Distributed fixed-point LeNet training for Raspberry Pi 3 clusters.
 #[derive(Debug, Parser)]
@@ -55,9 +57,21 @@ pub enum DataCommand {
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
-    /// Number of nodes. Only 1 (this process) until the cluster master lands.
+    /// Number of simulated nodes: each a thread with its own UDP socket on 127.0.0.1 and only its own
+    /// shard, talking to this process's master.
     #[arg(long, default_value_t = 1)]
-    pub nodes: u32,
+    pub nodes: u16,
+    /// Train in this one process instead (no master, no nodes); needed for --arith f32.
+    #[arg(long, conflicts_with_all = ["nodes", "batch_per_node"])]
+    pub local: bool,
+    /// Every node takes this many samples of its own shard per step and the master averages over all
+    /// of them (MXNet dist_sync; the global batch becomes this times --nodes). Default: one global
+    /// batch of --batch per step, split by where its samples live.
+    #[arg(long, conflicts_with = "batch")]
+    pub batch_per_node: Option<usize>,
+    /// How the training set is divided between nodes.
+    #[arg(long, value_enum, default_value_t = Layout::Contiguous)]
+    pub shard_layout: Layout,
     /// Network to train.
     #[arg(long, value_enum, default_value_t = ModelKind::Mxlenet)]
     pub model: ModelKind,
@@ -67,8 +81,8 @@ pub struct TrainArgs {
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: u32,
-    /// Samples per step.
-    #[arg(long, default_value_t = 64)]
+    /// Samples per step: the global batch.
+    #[arg(long, alias = "global-batch", default_value_t = 64)]
     pub batch: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.05)]
@@ -85,7 +99,8 @@ pub struct TrainArgs {
     /// Train on the first N training images only.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Threads sharing each batch [default: all cores]. Does not change the result.
+    /// Threads sharing each node's work (with --local: each batch) [default: all cores for one node or
+    /// --local, else 1]. Does not change the result.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Directory with the MNIST files [default: $MNIST_DIR, then the download cache].
@@ -117,6 +132,9 @@ pub enum CliError {
     /// Results not written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The cluster run failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A feature that is not there yet.
     #[error("{0}")]
     Unsupported(String),
@@ -151,19 +169,35 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// How the training set is divided between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// Node k holds the k-th contiguous part.
+    Contiguous,
+    /// Node k holds every n-th sample from k.
+    Strided,
+}
+
 fn train(args: TrainArgs) -> Result<(), CliError> {
-    if args.nodes != 1 {
-        return Err(CliError::Unsupported(format!(
-            "--nodes {} is not available yet: this build trains in one process (--nodes 1)",
-            args.nodes
-        )));
+    if args.nodes == 0 {
+        return Err(CliError::Unsupported("--nodes must be at least 1".into()));
+    }
+    if args.arith == ArithKind::F32 && !args.local {
+        return Err(CliError::Unsupported(
+            "--arith f32 (the reference) trains in one process: add --local".into(),
+        ));
     }
     let defaults = TrainConfig::default();
+    let threads = match args.threads {
+        Some(t) => t,
+        None if args.local || args.nodes == 1 => defaults.threads,
+        None => 1,
+    };
     let config = TrainConfig {
         model: args.model,
         arith: args.arith,
         epochs: args.epochs,
-        batch: args.batch,
+        batch: args.batch_per_node.unwrap_or(args.batch),
         sgd: SgdConfigRecord {
             learning_rate: args.lr,
             momentum: args.momentum,
@@ -171,29 +205,49 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         },
         seed: args.seed,
         limit: args.limit,
-        threads: args.threads.unwrap_or(defaults.threads),
+        threads,
     };
     config.validate()?;
     let dir = mnist::locate(args.data.as_deref())?;
     let data = Mnist::load(&dir)?;
     let out = args.out.unwrap_or_else(|| default_out(&config));
+    let placement = if args.local {
+        format!("in one process, {} threads", config.threads)
+    } else {
+        format!("on {} simulated nodes ({} threads each)", args.nodes, config.threads)
+    };
+    let batch = match args.batch_per_node {
+        Some(b) => format!("{b} per node"),
+        None => format!("{} global", config.batch),
+    };
     println!(
-        "training {:?} ({:?}) on {} images from {}: {} epochs, batch {}, lr {}, momentum {}, weight decay {}, seed {}, {} threads",
+        "training {:?} ({:?}) {placement} on {} images from {}: {} epochs, batch {batch}, lr {}, momentum {}, weight decay {}, seed {}",
         config.model,
         config.arith,
         config.limit.unwrap_or(data.train.len()).min(data.train.len()),
         dir.display(),
         config.epochs,
-        config.batch,
         config.sgd.learning_rate,
         config.sgd.momentum,
         config.sgd.weight_decay,
         config.seed,
-        config.threads
     );
     let mut progress = Progress { bar: None, quiet: args.quiet };
-    let outcome = trainer::train(&config, &data, &mut progress)?;
-    for path in results::write_all(&out, &config, &outcome)? {
+    let (outcome, traffic) = if args.local {
+        (trainer::train(&config, &data, &mut progress)?, None)
+    } else {
+        let cluster = ClusterConfig {
+            mode: if args.batch_per_node.is_some() { BatchMode::PerNode } else { BatchMode::Global },
+            layout: match args.shard_layout {
+                Layout::Contiguous => ShardLayout::Contiguous,
+                Layout::Strided => ShardLayout::Strided,
+            },
+            ..ClusterConfig::new(config.clone(), args.nodes)
+        };
+        let run = cluster::train_simulated(&cluster, &data, &mut progress)?;
+        (run.outcome, Some(run.traffic))
+    };
+    for path in results::write_all(&out, &config, &outcome, traffic.as_deref())? {
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -236,8 +290,22 @@ impl Observer for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let traffic = if r.bytes_to_node + r.bytes_from_node > 0 {
+            format!(
+                "  per node: {:.1} MB in, {:.1} MB out",
+                r.bytes_to_node as f64 / 1e6,
+                r.bytes_from_node as f64 / 1e6
+            )
+        } else {
+            String::new()
+        };
+        let missing = if r.missing_nodes.is_empty() {
+            String::new()
+        } else {
+            format!("  missed shards of nodes {}", r.missing_nodes)
+        };
         println!(
-            "epoch {:>2}  {:>7.1} s  train loss {:.4}  train acc {:6.2}%  test loss {:.4}  test acc {:6.2}%  weights {}",
+            "epoch {:>2}  {:>7.1} s  train loss {:.4}  train acc {:6.2}%  test loss {:.4}  test acc {:6.2}%  weights {}{traffic}{missing}",
             r.epoch,
             r.seconds,
             r.train_loss,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use crate::cluster::NodeTraffic;
 use crate::trainer::{ArithKind, EpochReport, TrainConfig, TrainOutcome};
 
 /// File names inside the output directory.
@@ -32,16 +33,20 @@ fn write_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> WriteError + '_ 
 #[derive(Serialize)]
 struct Summary<'a> {
     config: &'a TrainConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic_per_node: Option<&'a [NodeTraffic]>,
     epochs: &'a [EpochReport],
     final_test_accuracy: Option<f64>,
     total_seconds: f64,
 }
 
 /// Writes `epochs.csv`, `results.json` and `weights.safetensors` into `dir`; returns their paths.
+/// `traffic` is the whole run's traffic per node, for cluster runs.
 pub fn write_all(
     dir: &Path,
     config: &TrainConfig,
     outcome: &TrainOutcome,
+    traffic: Option<&[NodeTraffic]>,
 ) -> Result<Vec<PathBuf>, WriteError> {
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir)(&e))?;
 
@@ -55,6 +60,7 @@ pub fn write_all(
     let json_path = dir.join(JSON_FILE);
     let summary = Summary {
         config,
+        traffic_per_node: traffic,
         epochs: &outcome.epochs,
         final_test_accuracy: outcome.epochs.last().map(|e| e.test_accuracy),
         total_seconds: outcome.epochs.iter().map(|e| e.seconds).sum(),

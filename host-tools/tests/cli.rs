@@ -65,10 +65,39 @@ fn bad_input_gives_clear_errors() {
     fails_cleanly(&["train", "--data", "/nonexistent/mnist"], "/nonexistent/mnist");
     fails_cleanly(&["train", "--batch", "0"], "--batch must be at least 1");
     fails_cleanly(&["train", "--lr", "-1"], "--lr must be");
-    fails_cleanly(&["train", "--nodes", "3"], "--nodes 3 is not available yet");
+    fails_cleanly(&["train", "--nodes", "0"], "--nodes must be at least 1");
+    fails_cleanly(&["train", "--arith", "f32"], "add --local");
+    fails_cleanly(&["train", "--local", "--nodes", "2"], "cannot be used with");
+    fails_cleanly(&["train", "--batch", "32", "--batch-per-node", "64"], "cannot be used with");
     fails_cleanly(&["train", "--model", "resnet"], "invalid value 'resnet'");
     fails_cleanly(&["train", "--epochs", "many"], "invalid value 'many'");
     fails_cleanly(&["data", "verify", "--data", empty], "not found");
+}
+
+#[test]
+fn train_on_simulated_nodes_reports_traffic() {
+    let out = tempfile::tempdir().unwrap();
+    let o = pitrain(&[
+        "train",
+        "--nodes",
+        "2",
+        "--model",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("on 2 simulated nodes") && stdout.contains("per node:"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["traffic_per_node"].as_array().unwrap().len(), 2);
+    assert!(json["epochs"][0]["bytes_from_node"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -450,8 +450,26 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
                 self.pending = Some(chunk.step);
                 Ok(Event::Idle)
             }
+            Ok(Received::Progress) if is_last(chunk) => {
+                // The last piece came but some before it did not: ask for them at once.
+                self.send_model_nack();
+                Ok(Event::Idle)
+            }
             Ok(_) => Ok(Event::Idle),
             Err(_) => Err(Rejection::Unexpected),
+        }
+    }
+
+    fn send_model_nack(&mut self) {
+        let mut scratch = [0u8; NACK_SPAN / 8];
+        let mut copy = [0u8; NACK_SPAN / 8];
+        let nack = self.model.nack(&mut scratch).map(|n| {
+            copy[..n.missing.len()].copy_from_slice(n.missing);
+            (n.transfer, n.base, n.missing.len())
+        });
+        if let Some((transfer, base, len)) = nack {
+            let message = Message::Nack(crate::wire::Nack { transfer, base, missing: &copy[..len] });
+            self.send(self.token(), &message);
         }
     }
 
@@ -554,6 +572,11 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         self.counters.steps += 1;
         Event::Computed { step, samples: n as u32 }
     }
+}
+
+/// True for the last chunk of its transfer.
+pub fn is_last(chunk: &Chunk<'_>) -> bool {
+    chunk.index as usize + 1 == crate::transfer::chunk_count(chunk.total_len as usize)
 }
 
 /// Transfer id of the gradient upload of `step` (model broadcasts use the same rule on the master).

@@ -14,7 +14,7 @@ use kernels::train::BatchStats;
 use kernels::{Fixed, Network};
 use protocol::auth::{ClusterKey, RejectCounts, Rejection, ReplayWindow};
 use protocol::codec::{decode_gradient, encode_model, max_gradient_len, model_len};
-use protocol::node::upload_transfer;
+use protocol::node::{is_last, upload_transfer};
 use protocol::schedule::Schedule;
 use protocol::transfer::{bitmap_len, Outgoing, Reassembly, Received, NACK_SPAN};
 use protocol::wire::{
@@ -274,14 +274,18 @@ impl<N: Network> Master<N> {
                 && p.upload.current().is_some()
                 && now.duration_since(p.last_upload_chunk) >= self.config.nack_delay
             {
-                let mut scratch = [0u8; NACK_SPAN / 8];
-                if let Some(nack) = self.peers[id as usize].upload.nack(&mut scratch) {
-                    let (transfer, base, missing) = (nack.transfer, nack.base, nack.missing.to_vec());
-                    let token = self.peers[id as usize].token;
-                    self.send_to(id, token, &Message::Nack(Nack { transfer, base, missing: &missing }));
-                }
+                self.send_upload_nack(id);
                 self.peers[id as usize].last_upload_chunk = now;
             }
+        }
+    }
+
+    fn send_upload_nack(&mut self, id: u16) {
+        let mut scratch = [0u8; NACK_SPAN / 8];
+        if let Some(nack) = self.peers[id as usize].upload.nack(&mut scratch) {
+            let (transfer, base, missing) = (nack.transfer, nack.base, nack.missing.to_vec());
+            let token = self.peers[id as usize].token;
+            self.send_to(id, token, &Message::Nack(Nack { transfer, base, missing: &missing }));
         }
     }
 
@@ -420,6 +424,11 @@ impl<N: Network> Master<N> {
                 p.stats = Some(stats);
                 p.alive = true;
                 self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
+                Ok(())
+            }
+            Ok(Received::Progress) if is_last(chunk) => {
+                // The last piece came but some before it did not: ask for them at once.
+                self.send_upload_nack(id);
                 Ok(())
             }
             Ok(_) => Ok(()),

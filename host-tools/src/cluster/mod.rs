@@ -148,7 +148,7 @@ fn run<N: Network>(
     };
     let total = train.len() as u32;
     let key = ClusterKey(rand::random());
-    let socket = UdpSocket::bind("127.0.0.1:0").map_err(ClusterError::Socket)?;
+    let socket = local_socket().map_err(ClusterError::Socket)?;
     let address = socket.local_addr().map_err(ClusterError::Socket)?;
     let mut master = Master::<N>::new(config.clone(), key.clone(), socket, total)?;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -232,4 +232,19 @@ fn drive<N: Network>(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Socket buffer size asked for: a whole gradient upload (about 1,300 datagrams of MxLenet) must fit
+/// while the receiver is busy. The kernel caps it at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A UDP socket on an ephemeral 127.0.0.1 port with large buffers.
+pub fn local_socket() -> std::io::Result<UdpSocket> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: smaller buffers only cost retransmissions.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    Ok(socket.into())
 }

@@ -2,6 +2,7 @@
 //! on 127.0.0.1 and only its own shard of the data, talking to the master exactly as a board would.
 
 use std::net::{SocketAddr, UdpSocket};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// A socket on an ephemeral 127.0.0.1 port, connected to `master`. `recv` waits up to 1 ms.
     pub fn connect(master: SocketAddr) -> std::io::Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        let socket = super::local_socket()?;
         socket.connect(master)?;
         socket.set_read_timeout(Some(Duration::from_millis(1)))?;
         Ok(UdpTransport { socket })
