@@ -2,9 +2,12 @@
 
 mod common;
 
-use pitrain::cluster::{train_simulated, ClusterConfig};
+use std::time::Duration;
+
+use pitrain::cluster::{train_simulated, ClusterConfig, KillPlan};
 use pitrain::mnist::Mnist;
 use pitrain::trainer::{train, ModelKind, Silent, TrainConfig};
+use protocol::fault::FaultConfig;
 use protocol::wire::ShardLayout;
 
 fn data() -> Mnist {
@@ -40,4 +43,56 @@ fn global_batch_is_bit_identical_to_one_process() {
             );
         }
     }
+}
+
+fn small(model: ModelKind) -> TrainConfig {
+    TrainConfig { model, epochs: 1, limit: Some(640), threads: 1, ..TrainConfig::default() }
+}
+
+/// Loss, duplication and reordering cost retransmissions, never a bit of the result.
+#[test]
+fn lossy_network_changes_nothing() {
+    let data = data();
+    let local = train(&small(ModelKind::Lenet5), &data, &mut Silent).unwrap();
+    let faults = FaultConfig { drop_ppm: 50_000, duplicate_ppm: 10_000, reorder_ppm: 30_000, seed: 1 };
+    let cluster = ClusterConfig { faults, ..ClusterConfig::new(small(ModelKind::Lenet5), 3) };
+    let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
+    assert_eq!(run.outcome.epochs[0].weight_hash, local.epochs[0].weight_hash);
+    assert!(run.outcome.epochs[0].missing_nodes.is_empty());
+}
+
+/// A node that dies is dropped after the deadline; training goes on without its shard.
+#[test]
+fn dead_node_is_dropped_and_reported() {
+    let data = data();
+    let kill = KillPlan { node: 1, step: 3, revive_after: None };
+    let cluster = ClusterConfig {
+        kill: Some(kill),
+        step_deadline: Duration::from_millis(500),
+        ..ClusterConfig::new(small(ModelKind::Lenet5), 3)
+    };
+    let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
+    let report = &run.outcome.epochs[0];
+    assert_eq!(report.missing_nodes, "1");
+    assert_eq!(run.traffic[1].steps, 4, "node 1 contributed steps 0..=3 only");
+    assert_eq!(run.traffic[0].steps, 10);
+    assert!(report.test_accuracy > 0.5);
+}
+
+/// A node that comes back rejoins with a new token and receives the current model.
+#[test]
+fn revived_node_rejoins() {
+    let data = data();
+    let kill = KillPlan { node: 2, step: 2, revive_after: Some(Duration::from_millis(300)) };
+    let config = TrainConfig { epochs: 2, ..small(ModelKind::Lenet5) };
+    let cluster = ClusterConfig {
+        kill: Some(kill),
+        step_deadline: Duration::from_millis(200),
+        ..ClusterConfig::new(config, 3)
+    };
+    let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
+    assert_eq!(run.traffic[2].joins, 2);
+    assert!(run.traffic[2].steps > 4, "node 2 trained again after rejoining: {:?}", run.traffic[2]);
+    assert!(run.traffic[2].steps < 20);
+    assert_eq!(run.outcome.epochs[1].missing_nodes, "", "back for the whole second epoch");
 }

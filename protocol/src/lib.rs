@@ -7,6 +7,7 @@
 //! - [`codec`]: the model and gradient encodings.
 //! - [`schedule`]: which samples every step trains on.
 //! - [`node`]: the node state machine.
+//! - [`fault`]: a transport wrapper that injects faults.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod fault;
 pub mod node;
 pub mod schedule;
 pub mod transfer;

@@ -280,6 +280,11 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         &mut self.shard
     }
 
+    /// Ends the node, giving back its shard.
+    pub fn into_shard(self) -> S {
+        self.shard
+    }
+
     /// Receives and handles every waiting datagram, runs the timers, and computes a step when a
     /// model has arrived.
     pub fn poll(&mut self) -> Event {

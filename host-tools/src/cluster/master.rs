@@ -65,6 +65,8 @@ pub struct Master<N: Network> {
     pub model: HeapModel<Fixed>,
     sgd: <Fixed as kernels::Arith>::Sgd,
     model_bytes: Vec<u8>,
+    /// True once the first step began (a node joining later gets the current model at once).
+    started: bool,
     step: u32,
     total: u32,
     /// Datagrams refused, by reason.
@@ -125,6 +127,7 @@ impl<N: Network> Master<N> {
             model,
             sgd,
             model_bytes: vec![0; model_len::<N>()],
+            started: false,
             step: 0,
             total,
             rejected: RejectCounts::default(),
@@ -197,6 +200,7 @@ impl<N: Network> Master<N> {
     /// Runs step `step`: broadcast, collect, aggregate, update.
     pub fn step(&mut self, step: u32) -> StepOutcome {
         self.step = step;
+        self.started = true;
         let n = encode_model::<N>(&self.model.working, &self.model.master, &mut self.model_bytes);
         debug_assert_eq!(n, self.model_bytes.len());
         for id in 0..self.config.nodes {
@@ -392,7 +396,7 @@ impl<N: Network> Master<N> {
         };
         self.send_to(id, 0, &Message::Assignment(assignment));
         // A node joining mid-step gets the current model at once.
-        if self.peers[id as usize].stats.is_none() && !self.model_bytes.iter().all(|&b| b == 0) {
+        if self.started && self.peers[id as usize].stats.is_none() {
             self.send_model(id);
         }
         Ok(())
@@ -402,7 +406,9 @@ impl<N: Network> Master<N> {
         let token = self.peers[id as usize].token;
         if chunk.step != self.step {
             // An upload from a step already aggregated: acknowledge so the node stops repeating it.
+            // A node dropped for lateness is evidently alive again and gets the next model.
             if chunk.step < self.step {
+                self.peers[id as usize].alive = true;
                 self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
                 return Ok(());
             }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kernels::heap::HeapCore;
 use kernels::{Fixed, Lenet5, MxLenet, Network};
 use protocol::auth::ClusterKey;
+use protocol::fault::FaultConfig;
 use protocol::node::NodeCounters;
 use protocol::wire::{BatchMode, ShardLayout, ShardSpec};
 use serde::Serialize;
@@ -21,6 +22,7 @@ use crate::trainer::{
     TrainOutcome,
 };
 use master::Master;
+pub use sim::KillPlan;
 
 /// How a cluster run is set up.
 #[derive(Clone, Debug, Serialize)]
@@ -47,6 +49,12 @@ pub struct ClusterConfig {
     /// Silence after which a Nack is sent for an incomplete upload.
     #[serde(skip)]
     pub nack_delay: Duration,
+    /// Faults the simulated nodes' transports inject (both directions).
+    #[serde(skip)]
+    pub faults: FaultConfig,
+    /// A simulated node to kill (and maybe revive).
+    #[serde(skip)]
+    pub kill: Option<KillPlan>,
 }
 
 impl ClusterConfig {
@@ -61,6 +69,8 @@ impl ClusterConfig {
             join_timeout: Duration::from_secs(20),
             resend: Duration::from_millis(50),
             nack_delay: Duration::from_millis(20),
+            faults: FaultConfig::default(),
+            kill: None,
         }
     }
 }
@@ -158,7 +168,10 @@ fn run<N: Network>(
             let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
             let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
             let (key, shutdown) = (key.clone(), shutdown.clone());
-            std::thread::spawn(move || sim::run_node::<N>(id, key, address, shard, max_batch, shutdown))
+            let (faults, kill) = (config.faults, config.kill);
+            std::thread::spawn(move || {
+                sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, shutdown)
+            })
         })
         .collect();
     drop(train);

@@ -11,6 +11,7 @@ use kernels::heap::HeapCore;
 use kernels::train::{accumulate, BatchStats};
 use kernels::{Fixed, Network, Weights};
 use protocol::auth::ClusterKey;
+use protocol::fault::{FaultConfig, FaultyTransport};
 use protocol::node::{Clock, Event, Node, NodeBuffers, NodeConfig, NodeCounters, Shard, Transport};
 use protocol::wire::ShardSpec;
 use sha2::{Digest, Sha256};
@@ -113,15 +114,82 @@ impl<N: Network> Shard for SimShard<N> {
     }
 }
 
-/// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters.
+/// When a simulated node dies, and whether it comes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillPlan {
+    /// The node.
+    pub node: u16,
+    /// It goes silent right after computing this step.
+    pub step: u32,
+    /// It boots again after this long (with a new nonce, so it rejoins), or stays dead.
+    pub revive_after: Option<Duration>,
+}
+
+/// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters
+/// (of its last life).
+#[allow(clippy::too_many_arguments)]
 pub fn run_node<N: Network>(
     id: u16,
     key: ClusterKey,
     master: SocketAddr,
-    shard: SimShard<N>,
+    mut shard: SimShard<N>,
     max_batch: usize,
+    faults: FaultConfig,
+    kill: Option<KillPlan>,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<NodeCounters> {
+    let kill = kill.filter(|k| k.node == id);
+    let mut killed = false;
+    loop {
+        let life = live::<N>(
+            id,
+            &key,
+            master,
+            shard,
+            max_batch,
+            faults,
+            if killed { None } else { kill },
+            &shutdown,
+        )?;
+        match life {
+            Life::Ended(counters) => return Ok(counters),
+            Life::Killed(s, counters) => {
+                killed = true;
+                match kill.and_then(|k| k.revive_after) {
+                    Some(pause) => {
+                        std::thread::sleep(pause);
+                        shard = s;
+                    }
+                    None => {
+                        // Dead for good: stay silent until the run ends.
+                        while !shutdown.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        return Ok(counters);
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Life<N: Network> {
+    Ended(NodeCounters),
+    Killed(SimShard<N>, NodeCounters),
+}
+
+/// One boot of a node: fresh buffers, socket and nonce.
+#[allow(clippy::too_many_arguments)]
+fn live<N: Network>(
+    id: u16,
+    key: &ClusterKey,
+    master: SocketAddr,
+    shard: SimShard<N>,
+    max_batch: usize,
+    faults: FaultConfig,
+    kill: Option<KillPlan>,
+    shutdown: &AtomicBool,
+) -> std::io::Result<Life<N>> {
     let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, max_batch);
     let mut master_params = vec![0i32; sizes.params];
     let mut working = vec![0i16; sizes.params];
@@ -141,10 +209,12 @@ pub fn run_node<N: Network>(
         order: &mut order,
         samples: &mut samples,
     };
-    let transport = UdpTransport::connect(master)?;
+    let faults =
+        FaultConfig { seed: faults.seed ^ ((id as u64 + 1) << 32) ^ rand::random::<u32>() as u64, ..faults };
+    let transport = FaultyTransport::new(UdpTransport::connect(master)?, faults);
     let mut node: Node<'_, N, _, _, _> = Node::new(
         NodeConfig::new(id),
-        key,
+        key.clone(),
         transport,
         StdClock(Instant::now()),
         shard,
@@ -152,9 +222,14 @@ pub fn run_node<N: Network>(
         rand::random(),
     );
     while !shutdown.load(Ordering::Relaxed) {
-        if let Event::Stopped = node.poll() {
-            break;
+        match node.poll() {
+            Event::Stopped => break,
+            Event::Computed { step, .. } if kill.is_some_and(|k| step >= k.step) => {
+                let counters = node.counters();
+                return Ok(Life::Killed(node.into_shard(), counters));
+            }
+            _ => {}
         }
     }
-    Ok(node.counters())
+    Ok(Life::Ended(node.counters()))
 }
