@@ -176,7 +176,7 @@ mod tests {
         let mut buf = [0u8; MAX_DATAGRAM];
         for i in 0..2000u32 {
             t.send(&[(i % 251) as u8]);
-            while let Some(_) = t.recv(&mut buf) {
+            while t.recv(&mut buf).is_some() {
                 received += 1;
                 if buf[0] < last && last - buf[0] < 100 {
                     out_of_order += 1;

@@ -455,8 +455,8 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
                 self.pending = Some(chunk.step);
                 Ok(Event::Idle)
             }
-            Ok(Received::Progress) if is_last(chunk) => {
-                // The last piece came but some before it did not: ask for them at once.
+            Ok(Received::Progress) if is_last(chunk) && self.model.received() > 1 => {
+                // The last piece came after others, but some before it did not: ask for them at once.
                 self.send_model_nack();
                 Ok(Event::Idle)
             }

@@ -189,6 +189,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Reassembly<B> {
         Ok(if c.have == c.count { Received::Complete } else { Received::Progress })
     }
 
+    /// Chunks of the current transfer received so far.
+    pub fn received(&self) -> u16 {
+        self.current.map_or(0, |c| c.have)
+    }
+
     /// True when every chunk of the current transfer is here.
     pub fn is_complete(&self) -> bool {
         self.current.is_some_and(|c| c.have == c.count)

@@ -432,8 +432,8 @@ impl<N: Network> Master<N> {
                 self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
                 Ok(())
             }
-            Ok(Received::Progress) if is_last(chunk) => {
-                // The last piece came but some before it did not: ask for them at once.
+            Ok(Received::Progress) if is_last(chunk) && p.upload.received() > 1 => {
+                // The last piece came after others, but some before it did not: ask for them at once.
                 self.send_upload_nack(id);
                 Ok(())
             }
