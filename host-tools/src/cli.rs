@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cluster::{self, ClusterConfig, ClusterError};
+use crate::cluster::{self, ClusterConfig, ClusterError, KillPlan};
 use crate::fetch::{self, FetchError, Fetched};
 use crate::mnist::{self, Mnist, MnistError, NoData};
 use crate::results::{self, WriteError};
 use crate::trainer::{
     self, ArithKind, ConfigError, EpochReport, ModelKind, Observer, SgdConfigRecord, TrainConfig,
 };
+use protocol::fault::FaultConfig;
 use protocol::wire::{BatchMode, ShardLayout};
 
 /// Distributed fixed-point LeNet training for Raspberry Pi 3 clusters.
@@ -62,7 +63,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub nodes: u16,
     /// Train in this one process instead (no master, no nodes); needed for --arith f32.
-    #[arg(long, conflicts_with_all = ["nodes", "batch_per_node"])]
+    #[arg(long, conflicts_with_all = ["nodes", "batch_per_node", "kill", "drop", "duplicate", "reorder"])]
     pub local: bool,
     /// Every node takes this many samples of its own shard per step and the master averages over all
     /// of them (MXNet dist_sync; the global batch becomes this times --nodes). Default: one global
@@ -72,6 +73,22 @@ pub struct TrainArgs {
     /// How the training set is divided between nodes.
     #[arg(long, value_enum, default_value_t = Layout::Contiguous)]
     pub shard_layout: Layout,
+    /// Seconds after a step began at which a node that has not delivered its gradient is dropped.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_deadline: f64,
+    /// Fault injection on the simulated nodes' transports: percent of datagrams lost (each way).
+    #[arg(long, default_value_t = 0.0)]
+    pub drop: f64,
+    /// Fault injection: percent of datagrams delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// Fault injection: percent of datagrams delivered late, after the next one.
+    #[arg(long, default_value_t = 0.0)]
+    pub reorder: f64,
+    /// Fault injection: kill node K right after it computes step S, and revive it T seconds later
+    /// if "+T" is given: K@S or K@S+T.
+    #[arg(long, value_parser = parse_kill)]
+    pub kill: Option<KillPlan>,
     /// Network to train.
     #[arg(long, value_enum, default_value_t = ModelKind::Mxlenet)]
     pub model: ModelKind,
@@ -169,6 +186,37 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+fn parse_kill(text: &str) -> Result<KillPlan, String> {
+    let usage = || format!("'{text}' is not NODE@STEP or NODE@STEP+SECONDS");
+    let (node, rest) = text.split_once('@').ok_or_else(usage)?;
+    let (step, revive) = match rest.split_once('+') {
+        Some((step, secs)) => (step, Some(secs)),
+        None => (rest, None),
+    };
+    let revive_after = match revive {
+        Some(secs) => {
+            let s: f64 = secs.parse().map_err(|_| usage())?;
+            if !(s.is_finite() && s >= 0.0) {
+                return Err(usage());
+            }
+            Some(std::time::Duration::from_secs_f64(s))
+        }
+        None => None,
+    };
+    Ok(KillPlan {
+        node: node.parse().map_err(|_| usage())?,
+        step: step.parse().map_err(|_| usage())?,
+        revive_after,
+    })
+}
+
+fn percent_to_ppm(name: &str, pct: f64) -> Result<u32, CliError> {
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(CliError::Unsupported(format!("--{name} must be a percentage in [0, 100], got {pct}")));
+    }
+    Ok((pct * 10_000.0).round() as u32)
+}
+
 /// How the training set is divided between nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Layout {
@@ -236,7 +284,28 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
+        if !(args.step_deadline.is_finite() && args.step_deadline > 0.0) {
+            return Err(CliError::Unsupported(format!(
+                "--step-deadline must be positive, got {}",
+                args.step_deadline
+            )));
+        }
+        if let Some(k) = args.kill.filter(|k| k.node >= args.nodes) {
+            return Err(CliError::Unsupported(format!(
+                "--kill names node {} but there are {} nodes",
+                k.node, args.nodes
+            )));
+        }
+        let faults = FaultConfig {
+            drop_ppm: percent_to_ppm("drop", args.drop)?,
+            duplicate_ppm: percent_to_ppm("duplicate", args.duplicate)?,
+            reorder_ppm: percent_to_ppm("reorder", args.reorder)?,
+            seed: args.seed,
+        };
         let cluster = ClusterConfig {
+            faults,
+            kill: args.kill,
+            step_deadline: std::time::Duration::from_secs_f64(args.step_deadline),
             mode: if args.batch_per_node.is_some() { BatchMode::PerNode } else { BatchMode::Global },
             layout: match args.shard_layout {
                 Layout::Contiguous => ShardLayout::Contiguous,
