@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Train a model on MNIST and write the results.
     Train(TrainArgs),
+    /// Sweep node counts as the 2017 study did, and draw its Figure 1 (epoch time and accuracy
+    /// against the number of devices) as SVG, with the figures as CSV.
+    Experiment(ExperimentArgs),
     /// Manage the MNIST data set.
     #[command(subcommand)]
     Data(DataCommand),
@@ -65,6 +68,46 @@ pub struct TrainArgs {
     /// Train in this one process instead (no master, no nodes); needed for --arith f32.
     #[arg(long, conflicts_with_all = ["nodes", "batch_per_node", "kill", "drop", "duplicate", "reorder"])]
     pub local: bool,
+    /// Everything else.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `pitrain experiment` options.
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct ExperimentArgs {
+    /// Node counts to sweep: "1..10" (1 through 10) or a list "1,2,4,8".
+    #[arg(long, default_value = "1..10", value_parser = parse_node_list)]
+    pub nodes: NodeList,
+    /// Everything else (the batch defaults to --batch-per-node 64, the paper's setting).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Node counts of an experiment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeList(pub Vec<u16>);
+
+fn parse_node_list(text: &str) -> Result<NodeList, String> {
+    let bad = || format!("'{text}' is not a node range A..B or a list A,B,C of counts from 1");
+    let list: Vec<u16> = match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b): (u16, u16) =
+                (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+            (a..=b).collect()
+        }
+        None => text.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?,
+    };
+    if list.is_empty() || list.contains(&0) {
+        return Err(bad());
+    }
+    Ok(NodeList(list))
+}
+
+/// Options shared by `train` and `experiment`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Every node takes this many samples of its own shard per step and the master averages over all
     /// of them (MXNet dist_sync; the global batch becomes this times --nodes). Default: one global
     /// batch of --batch per step, split by where its samples live.
@@ -98,9 +141,9 @@ pub struct TrainArgs {
     /// Passes over the training set.
     #[arg(long, default_value_t = 10)]
     pub epochs: u32,
-    /// Samples per step: the global batch.
-    #[arg(long, alias = "global-batch", default_value_t = 64)]
-    pub batch: usize,
+    /// Samples per step: the global batch [default: 64].
+    #[arg(long, alias = "global-batch")]
+    pub batch: Option<usize>,
     /// Learning rate.
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
@@ -161,6 +204,7 @@ pub enum CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Train(args) => train(args),
+        Command::Experiment(args) => crate::experiment::run(args),
         Command::Data(DataCommand::Fetch { url, dir }) => {
             let dir = dir.unwrap_or_else(mnist::default_cache_dir);
             for fetched in fetch::fetch_all(&url, &dir)? {
@@ -227,94 +271,39 @@ pub enum Layout {
 }
 
 fn train(args: TrainArgs) -> Result<(), CliError> {
+    let run = &args.run;
     if args.nodes == 0 {
         return Err(CliError::Unsupported("--nodes must be at least 1".into()));
     }
-    if args.arith == ArithKind::F32 && !args.local {
+    if run.arith == ArithKind::F32 && !args.local {
         return Err(CliError::Unsupported(
             "--arith f32 (the reference) trains in one process: add --local".into(),
         ));
     }
-    let defaults = TrainConfig::default();
-    let threads = match args.threads {
-        Some(t) => t,
-        None if args.local || args.nodes == 1 => defaults.threads,
-        None => 1,
-    };
-    let config = TrainConfig {
-        model: args.model,
-        arith: args.arith,
-        epochs: args.epochs,
-        batch: args.batch_per_node.unwrap_or(args.batch),
-        sgd: SgdConfigRecord {
-            learning_rate: args.lr,
-            momentum: args.momentum,
-            weight_decay: args.weight_decay,
-        },
-        seed: args.seed,
-        limit: args.limit,
-        threads,
-    };
+    let single = args.local || args.nodes == 1;
+    let config = run.train_config(single, BatchMode::Global);
     config.validate()?;
-    let dir = mnist::locate(args.data.as_deref())?;
-    let data = Mnist::load(&dir)?;
-    let out = args.out.unwrap_or_else(|| default_out(&config));
+    let (dir, data) = run.load_data()?;
+    let out = run.out.clone().unwrap_or_else(|| default_out(&config));
     let placement = if args.local {
         format!("in one process, {} threads", config.threads)
     } else {
         format!("on {} simulated nodes ({} threads each)", args.nodes, config.threads)
     };
-    let batch = match args.batch_per_node {
-        Some(b) => format!("{b} per node"),
-        None => format!("{} global", config.batch),
-    };
-    println!(
-        "training {:?} ({:?}) {placement} on {} images from {}: {} epochs, batch {batch}, lr {}, momentum {}, weight decay {}, seed {}",
-        config.model,
-        config.arith,
-        config.limit.unwrap_or(data.train.len()).min(data.train.len()),
-        dir.display(),
-        config.epochs,
-        config.sgd.learning_rate,
-        config.sgd.momentum,
-        config.sgd.weight_decay,
-        config.seed,
+    run.announce(
+        &config,
+        if args.local { BatchMode::Global } else { run.mode(BatchMode::Global) },
+        &placement,
+        &dir,
+        &data,
     );
-    let mut progress = Progress { bar: None, quiet: args.quiet };
+    let mut progress = Progress { bar: None, quiet: run.quiet };
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
-        if !(args.step_deadline.is_finite() && args.step_deadline > 0.0) {
-            return Err(CliError::Unsupported(format!(
-                "--step-deadline must be positive, got {}",
-                args.step_deadline
-            )));
-        }
-        if let Some(k) = args.kill.filter(|k| k.node >= args.nodes) {
-            return Err(CliError::Unsupported(format!(
-                "--kill names node {} but there are {} nodes",
-                k.node, args.nodes
-            )));
-        }
-        let faults = FaultConfig {
-            drop_ppm: percent_to_ppm("drop", args.drop)?,
-            duplicate_ppm: percent_to_ppm("duplicate", args.duplicate)?,
-            reorder_ppm: percent_to_ppm("reorder", args.reorder)?,
-            seed: args.seed,
-        };
-        let cluster = ClusterConfig {
-            faults,
-            kill: args.kill,
-            step_deadline: std::time::Duration::from_secs_f64(args.step_deadline),
-            mode: if args.batch_per_node.is_some() { BatchMode::PerNode } else { BatchMode::Global },
-            layout: match args.shard_layout {
-                Layout::Contiguous => ShardLayout::Contiguous,
-                Layout::Strided => ShardLayout::Strided,
-            },
-            ..ClusterConfig::new(config.clone(), args.nodes)
-        };
-        let run = cluster::train_simulated(&cluster, &data, &mut progress)?;
-        (run.outcome, Some(run.traffic))
+        let cluster = run.cluster_config(config.clone(), args.nodes, BatchMode::Global)?;
+        let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
+        (result.outcome, Some(result.traffic))
     };
     for path in results::write_all(&out, &config, &outcome, traffic.as_deref())? {
         println!("wrote {}", path.display());
@@ -322,16 +311,115 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn default_out(config: &TrainConfig) -> PathBuf {
+impl RunArgs {
+    /// The batch mode these options select, given the command's default.
+    pub fn mode(&self, default: BatchMode) -> BatchMode {
+        match (self.batch, self.batch_per_node) {
+            (_, Some(_)) => BatchMode::PerNode,
+            (Some(_), None) => BatchMode::Global,
+            (None, None) => default,
+        }
+    }
+
+    /// Training settings; `single` says whether one node (or one process) gets all the cores.
+    pub fn train_config(&self, single: bool, default_mode: BatchMode) -> TrainConfig {
+        let defaults = TrainConfig::default();
+        let batch = match self.mode(default_mode) {
+            BatchMode::PerNode => self.batch_per_node.unwrap_or(defaults.batch),
+            BatchMode::Global => self.batch.unwrap_or(defaults.batch),
+        };
+        TrainConfig {
+            model: self.model,
+            arith: self.arith,
+            epochs: self.epochs,
+            batch,
+            sgd: SgdConfigRecord {
+                learning_rate: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
+            seed: self.seed,
+            limit: self.limit,
+            threads: self.threads.unwrap_or(if single { defaults.threads } else { 1 }),
+        }
+    }
+
+    /// Cluster settings for `nodes` simulated nodes.
+    pub fn cluster_config(
+        &self,
+        train: TrainConfig,
+        nodes: u16,
+        default_mode: BatchMode,
+    ) -> Result<ClusterConfig, CliError> {
+        if !(self.step_deadline.is_finite() && self.step_deadline > 0.0) {
+            return Err(CliError::Unsupported(format!(
+                "--step-deadline must be positive, got {}",
+                self.step_deadline
+            )));
+        }
+        if let Some(k) = self.kill.filter(|k| k.node >= nodes) {
+            return Err(CliError::Unsupported(format!(
+                "--kill names node {} but there are {nodes} nodes",
+                k.node
+            )));
+        }
+        let faults = FaultConfig {
+            drop_ppm: percent_to_ppm("drop", self.drop)?,
+            duplicate_ppm: percent_to_ppm("duplicate", self.duplicate)?,
+            reorder_ppm: percent_to_ppm("reorder", self.reorder)?,
+            seed: self.seed,
+        };
+        Ok(ClusterConfig {
+            faults,
+            kill: self.kill,
+            step_deadline: std::time::Duration::from_secs_f64(self.step_deadline),
+            mode: self.mode(default_mode),
+            layout: match self.shard_layout {
+                Layout::Contiguous => ShardLayout::Contiguous,
+                Layout::Strided => ShardLayout::Strided,
+            },
+            ..ClusterConfig::new(train, nodes)
+        })
+    }
+
+    /// Finds and loads MNIST.
+    pub fn load_data(&self) -> Result<(PathBuf, Mnist), CliError> {
+        let dir = mnist::locate(self.data.as_deref())?;
+        let data = Mnist::load(&dir)?;
+        Ok((dir, data))
+    }
+
+    /// Prints what is about to run.
+    pub fn announce(&self, config: &TrainConfig, mode: BatchMode, placement: &str, dir: &Path, data: &Mnist) {
+        let batch = match mode {
+            BatchMode::PerNode => format!("{} per node", config.batch),
+            BatchMode::Global => format!("{} global", config.batch),
+        };
+        println!(
+            "training {:?} ({:?}) {placement} on {} images from {}: {} epochs, batch {batch}, lr {}, momentum {}, weight decay {}, seed {}",
+            config.model,
+            config.arith,
+            config.limit.unwrap_or(data.train.len()).min(data.train.len()),
+            dir.display(),
+            config.epochs,
+            config.sgd.learning_rate,
+            config.sgd.momentum,
+            config.sgd.weight_decay,
+            config.seed,
+        );
+    }
+}
+
+pub(crate) fn default_out(config: &TrainConfig) -> PathBuf {
     let model = format!("{:?}", config.model).to_lowercase();
     let arith = format!("{:?}", config.arith).to_lowercase();
     Path::new("runs").join(format!("{model}-{arith}-seed{}", config.seed))
 }
 
 /// Progress bar per epoch, and one line per finished epoch.
-struct Progress {
-    bar: Option<ProgressBar>,
-    quiet: bool,
+pub(crate) struct Progress {
+    pub(crate) bar: Option<ProgressBar>,
+    pub(crate) quiet: bool,
 }
 
 impl Observer for Progress {

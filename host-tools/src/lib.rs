@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod experiment;
 pub mod fetch;
 pub mod mnist;
 pub mod results;
