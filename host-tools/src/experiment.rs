@@ -106,7 +106,13 @@ pub fn plot(out: &Path, rows: &[ExperimentRow]) -> Result<Vec<std::path::PathBuf
                 .x_label_area_size(40)
                 .y_label_area_size(60)
                 .build_cartesian_2d(0.5..max_nodes, 0.0..max_time)?;
-            chart.configure_mesh().x_desc("number of devices").y_desc("seconds per epoch").draw()?;
+            chart
+                .configure_mesh()
+                .x_labels(max_nodes as usize + 1)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_desc("number of devices")
+                .y_desc("seconds per epoch")
+                .draw()?;
             let points: Vec<(f64, f64)> =
                 rows.iter().map(|r| (r.nodes as f64, r.mean_epoch_seconds)).collect();
             chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
@@ -128,7 +134,13 @@ pub fn plot(out: &Path, rows: &[ExperimentRow]) -> Result<Vec<std::path::PathBuf
                 .x_label_area_size(40)
                 .y_label_area_size(60)
                 .build_cartesian_2d(0.5..max_nodes, floor * 100.0..100.0)?;
-            chart.configure_mesh().x_desc("number of devices").y_desc("accuracy (%)").draw()?;
+            chart
+                .configure_mesh()
+                .x_labels(max_nodes as usize + 1)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_desc("number of devices")
+                .y_desc("accuracy (%)")
+                .draw()?;
             for (label, color, get) in [
                 ("training", RED, (|r: &ExperimentRow| r.train_accuracy) as fn(&ExperimentRow) -> f64),
                 ("validation (test set)", BLUE, |r: &ExperimentRow| r.test_accuracy),
@@ -140,7 +152,12 @@ pub fn plot(out: &Path, rows: &[ExperimentRow]) -> Result<Vec<std::path::PathBuf
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
             }
-            chart.configure_series_labels().background_style(WHITE).border_style(BLACK).draw()?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .background_style(WHITE)
+                .border_style(BLACK)
+                .draw()?;
             area.present()?;
             Ok(())
         };
