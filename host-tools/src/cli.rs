@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Continue from a checkpoint written by an earlier run (`checkpoint-epoch-N.safetensors` in its
+    /// output directory): same model and settings, from the epoch after N.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
 }
 
 /// Why a command failed. Printed as one actionable message; never a panic.
@@ -195,6 +199,9 @@ pub enum CliError {
     /// The cluster run failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// A checkpoint that cannot be resumed from.
+    #[error(transparent)]
+    Checkpoint(#[from] results::CheckpointError),
     /// A feature that is not there yet.
     #[error("{0}")]
     Unsupported(String),
@@ -281,8 +288,9 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         ));
     }
     let single = args.local || args.nodes == 1;
-    let config = run.train_config(single, BatchMode::Global);
+    let mut config = run.train_config(single, BatchMode::Global);
     config.validate()?;
+    run.load_resume(&mut config)?;
     let (dir, data) = run.load_data()?;
     let out = run.out.clone().unwrap_or_else(|| default_out(&config));
     let placement = if args.local {
@@ -297,7 +305,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         &dir,
         &data,
     );
-    let mut progress = Progress { bar: None, quiet: run.quiet };
+    let mut progress = Progress::new(run.quiet, Some((out.clone(), config.clone())));
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
@@ -305,6 +313,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
         (result.outcome, Some(result.traffic))
     };
+    progress.finish()?;
     for path in results::write_all(&out, &config, &outcome, traffic.as_deref())? {
         println!("wrote {}", path.display());
     }
@@ -341,7 +350,29 @@ impl RunArgs {
             seed: self.seed,
             limit: self.limit,
             threads: self.threads.unwrap_or(if single { defaults.threads } else { 1 }),
+            resume: None,
         }
+    }
+
+    /// Loads `--resume` into `config`.
+    pub fn load_resume(&self, config: &mut TrainConfig) -> Result<(), CliError> {
+        let Some(path) = &self.resume else { return Ok(()) };
+        if config.arith != ArithKind::Fixed {
+            return Err(CliError::Unsupported("--resume works with fixed-point runs only".into()));
+        }
+        let resume = match config.model {
+            ModelKind::Mxlenet => results::read_checkpoint::<kernels::MxLenet>(path, config.model)?,
+            ModelKind::Lenet5 => results::read_checkpoint::<kernels::Lenet5>(path, config.model)?,
+        };
+        if resume.epoch >= config.epochs {
+            return Err(CliError::Unsupported(format!(
+                "the checkpoint is after epoch {} already; ask for more --epochs than that",
+                resume.epoch
+            )));
+        }
+        println!("resuming after epoch {} from {}", resume.epoch, path.display());
+        config.resume = Some(resume);
+        Ok(())
     }
 
     /// Cluster settings for `nodes` simulated nodes.
@@ -416,13 +447,38 @@ pub(crate) fn default_out(config: &TrainConfig) -> PathBuf {
     Path::new("runs").join(format!("{model}-{arith}-seed{}", config.seed))
 }
 
-/// Progress bar per epoch, and one line per finished epoch.
+/// Progress bar per epoch, one line per finished epoch, and a checkpoint file per epoch.
 pub(crate) struct Progress {
-    pub(crate) bar: Option<ProgressBar>,
-    pub(crate) quiet: bool,
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    /// Where checkpoints go, and the settings they record.
+    checkpoints: Option<(PathBuf, TrainConfig)>,
+    /// The first checkpoint that could not be written.
+    error: Option<WriteError>,
+}
+
+impl Progress {
+    pub(crate) fn new(quiet: bool, checkpoints: Option<(PathBuf, TrainConfig)>) -> Self {
+        Progress { bar: None, quiet, checkpoints, error: None }
+    }
+
+    /// Reports a checkpoint that could not be written.
+    pub(crate) fn finish(self) -> Result<(), WriteError> {
+        self.error.map_or(Ok(()), Err)
+    }
 }
 
 impl Observer for Progress {
+    fn checkpoint(&mut self, epoch: u32, tensors: Vec<crate::trainer::Tensor>) {
+        let Some((dir, config)) = &self.checkpoints else { return };
+        let path = dir.join(format!("checkpoint-epoch-{epoch}.safetensors"));
+        let written = std::fs::create_dir_all(dir)
+            .map_err(|e| WriteError { path: path.clone(), message: e.to_string() });
+        if let Err(e) = written.and_then(|()| results::write_checkpoint(&path, config, epoch, &tensors)) {
+            self.error.get_or_insert(e);
+        }
+    }
+
     fn epoch_started(&mut self, epoch: u32, steps: usize) {
         if self.quiet {
             return;

@@ -41,13 +41,18 @@ pub fn run(args: ExperimentArgs) -> Result<(), CliError> {
     let (dir, data) = run.load_data()?;
     let base = run.train_config(false, BatchMode::PerNode);
     base.validate()?;
+    if run.resume.is_some() {
+        return Err(CliError::Unsupported(
+            "an experiment starts every node count from scratch: drop --resume".into(),
+        ));
+    }
     let out = run.out.clone().unwrap_or_else(|| default_out(&base).with_file_name("experiment"));
     let mut rows = Vec::new();
     for &nodes in &args.nodes.0 {
         let config = run.train_config(nodes == 1, BatchMode::PerNode);
         let cluster = run.cluster_config(config.clone(), nodes, BatchMode::PerNode)?;
         run.announce(&config, cluster.mode, &format!("on {nodes} simulated nodes"), &dir, &data);
-        let mut progress = Progress { bar: None, quiet: run.quiet };
+        let mut progress = Progress::new(run.quiet, None);
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
         results::write_all(
             &out.join(format!("nodes-{nodes}")),

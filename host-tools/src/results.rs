@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
 use serde::Serialize;
 
 use crate::cluster::NodeTraffic;
-use crate::trainer::{ArithKind, EpochReport, TrainConfig, TrainOutcome};
+use crate::trainer::{ArithKind, EpochReport, ModelKind, Resume, Tensor, TrainConfig, TrainOutcome};
 
 /// File names inside the output directory.
 pub const CSV_FILE: &str = "epochs.csv";
@@ -95,4 +96,81 @@ pub fn write_weights(path: &Path, config: &TrainConfig, outcome: &TrainOutcome) 
         metadata.insert("weight_hash".to_string(), last.weight_hash.clone());
     }
     safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| write_err(path)(&e))
+}
+
+/// A checkpoint that cannot be resumed from.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resume from {}: {problem}", path.display())]
+pub struct CheckpointError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Writes the state after `epoch` (master parameters and momentum) as safetensors.
+pub fn write_checkpoint(
+    path: &Path,
+    config: &TrainConfig,
+    epoch: u32,
+    tensors: &[Tensor],
+) -> Result<(), WriteError> {
+    let dtype = match config.arith {
+        ArithKind::Fixed => Dtype::I32,
+        ArithKind::F32 => Dtype::F32,
+    };
+    let views = tensors
+        .iter()
+        .map(|t| TensorView::new(dtype, t.shape.clone(), &t.data).map(|v| (t.name.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| write_err(path)(&e))?;
+    let mut metadata = HashMap::new();
+    metadata.insert("model".to_string(), format!("{:?}", config.model).to_lowercase());
+    metadata.insert("format".to_string(), if dtype == Dtype::I32 { "Q7.24" } else { "f32" }.to_string());
+    metadata.insert("seed".to_string(), config.seed.to_string());
+    metadata.insert("epoch".to_string(), epoch.to_string());
+    let partial = path.with_extension("partial");
+    safetensors::serialize_to_file(views, Some(metadata), &partial).map_err(|e| write_err(path)(&e))?;
+    std::fs::rename(&partial, path).map_err(|e| write_err(path)(&e))
+}
+
+/// Reads a fixed-point checkpoint of network `N` for `--resume`.
+pub fn read_checkpoint<N: kernels::Network>(
+    path: &Path,
+    model: ModelKind,
+) -> Result<Resume, CheckpointError> {
+    let fail = |problem: String| CheckpointError { path: path.to_path_buf(), problem };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let expected_model = format!("{model:?}").to_lowercase();
+    match meta.get("model") {
+        Some(m) if *m == expected_model => {}
+        other => return Err(fail(format!("it holds model {other:?}, this run trains {expected_model}"))),
+    }
+    if meta.get("format").map(String::as_str) != Some("Q7.24") {
+        return Err(fail("it is not a fixed-point (Q7.24) checkpoint".into()));
+    }
+    let epoch: u32 = meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| {
+        fail("it has no epoch number (is it a final weights file, not a checkpoint?)".into())
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;
+    let mut master = vec![0i32; N::PARAMS];
+    let mut momentum = vec![0i32; N::PARAMS];
+    for layer in N::LAYERS {
+        for (suffix, range) in [("weight", layer.weight_range()), ("bias", layer.bias_range())] {
+            for (prefix, target) in [("", &mut master), ("momentum.", &mut momentum)] {
+                let name = format!("{prefix}{}.{suffix}", layer.name);
+                let t = st.tensor(&name).map_err(|_| fail(format!("tensor {name} is missing")))?;
+                if t.dtype() != Dtype::I32 || t.data().len() != range.len() * 4 {
+                    return Err(fail(format!("tensor {name} has the wrong type or size")));
+                }
+                for (v, b) in target[range.clone()].iter_mut().zip(t.data().chunks_exact(4)) {
+                    *v = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+            }
+        }
+    }
+    Ok(Resume { epoch, master, momentum })
 }

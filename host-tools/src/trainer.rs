@@ -55,6 +55,40 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Worker threads sharing each batch (does not change the result).
     pub threads: usize,
+    /// Continue from a checkpoint instead of starting from the seeded initialisation.
+    #[serde(rename = "resumed_from_epoch", serialize_with = "resume_epoch")]
+    pub resume: Option<Resume>,
+}
+
+fn resume_epoch<S: serde::Serializer>(r: &Option<Resume>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(r.as_ref().map_or(0, |r| r.epoch))
+}
+
+/// The state a run continues from: fixed-point master parameters and momentum after `epoch` epochs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Epochs already trained.
+    pub epoch: u32,
+    /// Master parameters (Q7.24).
+    pub master: Vec<i32>,
+    /// Momentum (Q7.24).
+    pub momentum: Vec<i32>,
+}
+
+impl std::fmt::Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Resume(after epoch {}, {} parameters)", self.epoch, self.master.len())
+    }
+}
+
+impl Resume {
+    /// Puts this state into `model` (any arithmetic; exact for fixed point).
+    pub fn apply<N: Network, A: Arith>(&self, model: &mut HeapModel<A>) {
+        let convert = |v: &[i32]| -> Vec<A::Param> {
+            v.iter().map(|&p| A::param_from_f64(<Fixed as Arith>::param_to_f64(p))).collect()
+        };
+        model.restore::<N>(&convert(&self.master), &convert(&self.momentum));
+    }
 }
 
 /// [`SgdConfig`] in a serialisable form.
@@ -91,6 +125,7 @@ impl Default for TrainConfig {
             seed: 1,
             limit: None,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            resume: None,
         }
     }
 }
@@ -186,6 +221,8 @@ pub trait Observer {
     fn step_done(&mut self) {}
     /// An epoch finished.
     fn epoch_done(&mut self, _report: &EpochReport) {}
+    /// The state after epoch `epoch`: master parameters and momentum as named tensors.
+    fn checkpoint(&mut self, _epoch: u32, _tensors: Vec<Tensor>) {}
 }
 
 /// An observer that ignores everything.
@@ -238,10 +275,14 @@ struct Run<N: Network, A: Arith> {
 
 impl<N: Network, A: Arith> Run<N, A> {
     fn new(config: &TrainConfig) -> Self {
+        let mut model = HeapModel::init::<N>(config.seed);
+        if let Some(resume) = &config.resume {
+            resume.apply::<N, A>(&mut model);
+        }
         Run {
             config: config.clone(),
             sgd: A::sgd_constants(&config.sgd.into()),
-            model: HeapModel::init::<N>(config.seed),
+            model,
             cores: (0..config.threads).map(|_| HeapCore::new::<N>()).collect(),
             _net: core::marker::PhantomData,
         }
@@ -254,7 +295,8 @@ impl<N: Network, A: Arith> Run<N, A> {
         };
         let mut order = vec![0u32; train_set.len()];
         let mut epochs = Vec::new();
-        for epoch in 0..self.config.epochs {
+        let first = self.config.resume.as_ref().map_or(0, |r| r.epoch);
+        for epoch in first..self.config.epochs {
             let started = Instant::now();
             epoch_order(self.config.seed, epoch, &mut order);
             observer.epoch_started(epoch + 1, order.len().div_ceil(self.config.batch));
@@ -278,6 +320,7 @@ impl<N: Network, A: Arith> Run<N, A> {
                 missing_nodes: String::new(),
             };
             observer.epoch_done(&report);
+            observer.checkpoint(epoch + 1, checkpoint_tensors::<N, A>(&self.model));
             epochs.push(report);
         }
         TrainOutcome { epochs, tensors: self.tensors() }
@@ -322,6 +365,16 @@ pub fn evaluate_split<N: Network, A: Arith>(
         let (mut scratch, _) = core.split();
         evaluate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch)
     })
+}
+
+/// Master parameters and momentum (prefixed `momentum.`) as named tensors.
+pub fn checkpoint_tensors<N: Network, A: Arith>(model: &HeapModel<A>) -> Vec<Tensor> {
+    let mut tensors = model_tensors::<N, A>(&model.master);
+    for mut t in model_tensors::<N, A>(&model.momentum) {
+        t.name = format!("momentum.{}", t.name);
+        tensors.push(t);
+    }
+    tensors
 }
 
 /// The master parameters as named tensors, for checkpoints.

@@ -106,3 +106,38 @@ fn verify_accepts_the_real_data() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("all four files verified"));
 }
+
+/// Two epochs in one go, or one epoch and then a resumed second: the same weights, bit for bit.
+#[test]
+fn resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let common = ["train", "--nodes", "2", "--model", "lenet5", "--limit", "256", "--quiet"];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = common.iter().copied().chain(extra.iter().copied()).collect();
+        let o = pitrain(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    let (straight, first, second) = (path("straight"), path("first"), path("second"));
+    run(&["--epochs", "2", "--out", &straight]);
+    run(&["--epochs", "1", "--out", &first]);
+    let checkpoint = format!("{first}/checkpoint-epoch-1.safetensors");
+    run(&["--epochs", "2", "--out", &second, "--resume", &checkpoint]);
+    let last_hash = |dir: &str| {
+        let csv = std::fs::read_to_string(format!("{dir}/epochs.csv")).unwrap();
+        csv.lines().last().unwrap().split(',').nth(6).unwrap().to_string()
+    };
+    assert_eq!(last_hash(&second), last_hash(&straight));
+    let resumed = std::fs::read_to_string(format!("{second}/epochs.csv")).unwrap();
+    assert_eq!(resumed.lines().count(), 2, "only epoch 2 was trained: {resumed}");
+    assert!(std::path::Path::new(&format!("{straight}/checkpoint-epoch-2.safetensors")).exists());
+
+    // A checkpoint of the other model, and a final weights file, are refused with a reason.
+    fails_cleanly(
+        &["train", "--model", "mxlenet", "--epochs", "2", "--resume", &checkpoint],
+        "this run trains mxlenet",
+    );
+    let weights = format!("{first}/weights.safetensors");
+    fails_cleanly(&["train", "--model", "lenet5", "--epochs", "2", "--resume", &weights], "no epoch number");
+    fails_cleanly(&["train", "--model", "lenet5", "--epochs", "1", "--resume", &checkpoint], "more --epochs");
+}

@@ -49,6 +49,13 @@ impl<A: Arith> HeapModel<A> {
         refresh_working::<N, A>(&self.master, &mut self.working);
     }
 
+    /// Replaces master parameters and momentum (resuming from a checkpoint) and refreshes the
+    /// working copy.
+    pub fn restore<N: Network>(&mut self, master: &[A::Param], momentum: &[A::Param]) {
+        self.momentum.copy_from_slice(momentum);
+        self.set_master::<N>(master);
+    }
+
     /// One optimizer step ([`apply_update`]).
     pub fn update<N: Network>(&mut self, sgd: &A::Sgd, grads: &[A::Acc], batch: u32) {
         apply_update::<N, A>(sgd, &mut self.master, &mut self.momentum, &mut self.working, grads, batch);

@@ -117,7 +117,10 @@ impl<N: Network> Master<N> {
             })
             .collect();
         let sgd = <Fixed as kernels::Arith>::sgd_constants(&config.train.sgd.into());
-        let model = HeapModel::<Fixed>::init::<N>(config.train.seed);
+        let mut model = HeapModel::<Fixed>::init::<N>(config.train.seed);
+        if let Some(resume) = &config.train.resume {
+            resume.apply::<N, Fixed>(&mut model);
+        }
         Ok(Master {
             config,
             key,

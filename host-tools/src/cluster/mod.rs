@@ -18,8 +18,8 @@ use serde::Serialize;
 
 use crate::mnist::Mnist;
 use crate::trainer::{
-    evaluate_split, model_tensors, ArithKind, ConfigError, EpochReport, ModelKind, Observer, TrainConfig,
-    TrainOutcome,
+    checkpoint_tensors, evaluate_split, model_tensors, ArithKind, ConfigError, EpochReport, ModelKind,
+    Observer, TrainConfig, TrainOutcome,
 };
 use master::Master;
 pub use sim::KillPlan;
@@ -207,7 +207,8 @@ fn drive<N: Network>(
     let mut eval_cores: Vec<HeapCore<Fixed>> =
         (0..config.train.threads.max(1)).map(|_| HeapCore::new::<N>()).collect();
     let mut reports = Vec::new();
-    for epoch in 0..config.train.epochs {
+    let first = config.train.resume.as_ref().map_or(0, |r| r.epoch);
+    for epoch in first..config.train.epochs {
         let started = Instant::now();
         let before = master.traffic();
         observer.epoch_started(epoch + 1, steps as usize);
@@ -242,6 +243,7 @@ fn drive<N: Network>(
             missing_nodes: missing_nodes.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
         };
         observer.epoch_done(&report);
+        observer.checkpoint(epoch + 1, checkpoint_tensors::<N, Fixed>(&master.model));
         reports.push(report);
     }
     Ok(reports)
