@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// How the training set is divided between nodes.
     #[arg(long, value_enum, default_value_t = Layout::Contiguous)]
     pub shard_layout: Layout,
+    /// Local steps each node takes between synchronisations (1: synchronous SGD every step; above 1:
+    /// nodes update their own copies and the master averages their changes).
+    #[arg(long, default_value_t = 1)]
+    pub sync_period: u32,
     /// Seconds after a step began at which a node that has not delivered its gradient is dropped.
     #[arg(long, default_value_t = 10.0)]
     pub step_deadline: f64,
@@ -405,6 +409,7 @@ impl RunArgs {
             kill: self.kill,
             step_deadline: std::time::Duration::from_secs_f64(self.step_deadline),
             mode: self.mode(default_mode),
+            sync_period: self.sync_period,
             layout: match self.shard_layout {
                 Layout::Contiguous => ShardLayout::Contiguous,
                 Layout::Strided => ShardLayout::Strided,

@@ -96,3 +96,29 @@ fn revived_node_rejoins() {
     assert!(run.traffic[2].steps < 20);
     assert_eq!(run.outcome.epochs[1].missing_nodes, "", "back for the whole second epoch");
 }
+
+/// Local steps between synchronisations: the nodes train on their own copies and the master averages
+/// the changes. With one node that is exactly one-process training (the average of one change is the
+/// change); with several it trains, and its traffic per sample falls with the period.
+#[test]
+fn local_steps_between_synchronisations() {
+    let data = data();
+    let config = TrainConfig { epochs: 2, ..small(ModelKind::Lenet5) };
+    let local = train(&config, &data, &mut Silent).unwrap();
+    let one = ClusterConfig { sync_period: 4, ..ClusterConfig::new(config.clone(), 1) };
+    let run = train_simulated(&one, &data, &mut Silent).unwrap();
+    assert_eq!(run.outcome.epochs[1].weight_hash, local.epochs[1].weight_hash);
+    assert_eq!(run.traffic[0].steps, 6, "10 steps an epoch in syncs of 4, 4 and 2");
+
+    let every = train_simulated(&ClusterConfig::new(config.clone(), 3), &data, &mut Silent).unwrap();
+    let periodic = train_simulated(
+        &ClusterConfig { sync_period: 5, ..ClusterConfig::new(config, 3) },
+        &data,
+        &mut Silent,
+    )
+    .unwrap();
+    let bytes =
+        |r: &pitrain::cluster::ClusterOutcome| r.traffic.iter().map(|t| t.bytes_from_node).sum::<u64>();
+    assert!(bytes(&periodic) * 2 < bytes(&every), "{} vs {}", bytes(&periodic), bytes(&every));
+    assert!(periodic.outcome.epochs[1].test_accuracy > 0.6, "{:?}", periodic.outcome.epochs[1]);
+}

@@ -6,6 +6,9 @@
 //! - **Gradient** (node to master): the node's batch statistics, then its exact `i64` gradient sums,
 //!   each zigzag-encoded as a LEB128 varint. The sums are exact integers, so they must travel without
 //!   loss; most need four or five bytes instead of eight.
+//! - With a sync period above 1 the nodes run their own updates between synchronisations, so the
+//!   master sends its full master parameters (**state**, `i32` each) and a node answers with its
+//!   parameter change over its local steps, in the gradient encoding.
 
 #![forbid(unsafe_code)]
 
@@ -70,6 +73,30 @@ pub fn decode_model<N: Network>(
             *b = i32::from_le_bytes(bytes[at..at + 4].try_into().map_err(|_| CodecError::Length)?);
             at += 4;
         }
+    }
+    Ok(())
+}
+
+/// Bytes of the full-state payload (sync period above 1): every master parameter as `i32`.
+pub const fn state_len<N: Network>() -> usize {
+    4 * N::PARAMS
+}
+
+/// Writes every master parameter (sync period above 1: nodes run their own updates).
+pub fn encode_state(master: &[i32], out: &mut [u8]) -> usize {
+    for (chunk, &p) in out.chunks_exact_mut(4).zip(master) {
+        chunk.copy_from_slice(&p.to_le_bytes());
+    }
+    4 * master.len()
+}
+
+/// Reads every master parameter.
+pub fn decode_state(bytes: &[u8], master: &mut [i32]) -> Result<(), CodecError> {
+    if bytes.len() != 4 * master.len() {
+        return Err(CodecError::Length);
+    }
+    for (p, chunk) in master.iter_mut().zip(bytes.chunks_exact(4)) {
+        *p = i32::from_le_bytes(chunk.try_into().map_err(|_| CodecError::Length)?);
     }
     Ok(())
 }

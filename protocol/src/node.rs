@@ -11,11 +11,11 @@
 
 #![forbid(unsafe_code)]
 
-use kernels::train::BatchStats;
+use kernels::train::{apply_update, refresh_working, BatchStats};
 use kernels::{Fixed, Network, Weights};
 
 use crate::auth::{ClusterKey, RejectCounts, Rejection, ReplayWindow};
-use crate::codec::{decode_model, encode_gradient};
+use crate::codec::{decode_model, decode_state, encode_gradient};
 use crate::schedule::Schedule;
 use crate::transfer::{Outgoing, Reassembly, Received, NACK_SPAN};
 use crate::wire::{
@@ -89,6 +89,10 @@ pub struct NodeBuffers<'a> {
     pub working: &'a mut [i16],
     /// Gradient sums of the current step.
     pub grads: &'a mut [i64],
+    /// Momentum of the node's own updates (sync period above 1).
+    pub momentum: &'a mut [i32],
+    /// The master parameters last received (sync period above 1), to upload the change against.
+    pub base: &'a mut [i32],
     /// Incoming model reassembly.
     pub model: &'a mut [u8],
     /// Its chunk bitmap.
@@ -104,7 +108,7 @@ pub struct NodeBuffers<'a> {
 /// Element counts of every [`NodeBuffers`] field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// `master`, `working` and `grads`.
+    /// `master`, `working`, `grads`, `momentum` and `base`.
     pub params: usize,
     /// `model`.
     pub model: usize,
@@ -121,7 +125,7 @@ pub struct BufferSizes {
 impl NodeBuffers<'_> {
     /// Sizes for network `N`, a training set of `total` samples and batches of up to `batch`.
     pub const fn sizes<N: Network>(total: usize, batch: usize) -> BufferSizes {
-        let model = crate::codec::model_len::<N>();
+        let model = max(crate::codec::model_len::<N>(), crate::codec::state_len::<N>());
         BufferSizes {
             params: N::PARAMS,
             model,
@@ -130,6 +134,14 @@ impl NodeBuffers<'_> {
             order: total,
             samples: batch,
         }
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
     }
 }
 
@@ -187,6 +199,9 @@ pub struct Node<'a, N: Network, T: Transport, C: Clock, S: Shard> {
     master: &'a mut [i32],
     working: &'a mut [i16],
     grads: &'a mut [i64],
+    momentum: &'a mut [i32],
+    base: &'a mut [i32],
+    sgd: Option<<Fixed as kernels::Arith>::Sgd>,
     model: Reassembly<&'a mut [u8]>,
     upload_buffer: &'a mut [u8],
     order: &'a mut [u32],
@@ -241,6 +256,9 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
             master: b.master,
             working: b.working,
             grads: b.grads,
+            momentum: b.momentum,
+            base: b.base,
+            sgd: None,
             model: Reassembly::new(&mut b.model[..sizes.model], b.model_bitmap),
             upload_buffer: b.upload,
             order: b.order,
@@ -335,6 +353,10 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         self.assignment.map_or(0, |a| a.token)
     }
 
+    fn sync_period(&self) -> u32 {
+        self.assignment.map_or(1, |a| a.sync_period as u32)
+    }
+
     fn rejoin(&mut self) {
         self.state = NodeState::Joining;
         self.assignment = None;
@@ -363,6 +385,13 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
                 return Err(Rejection::Unexpected);
             }
             self.assignment = Some(a);
+            let config = kernels::SgdConfig {
+                learning_rate: a.learning_rate,
+                momentum: a.momentum,
+                weight_decay: a.weight_decay,
+            };
+            self.sgd = Some(<Fixed as kernels::Arith>::sgd_constants(&config));
+            self.momentum.fill(0);
             self.window = ReplayWindow::default();
             self.sequence = 0;
             self.order_epoch = None;
@@ -449,7 +478,13 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
             Ok(Received::Complete) => {
                 self.send(self.token(), &Message::Ack { transfer: chunk.transfer });
                 let data = self.model.data().expect("complete");
-                decode_model::<N>(data, self.working, self.master).map_err(|_| Rejection::Unexpected)?;
+                if self.sync_period() == 1 {
+                    decode_model::<N>(data, self.working, self.master).map_err(|_| Rejection::Unexpected)?;
+                } else {
+                    decode_state(data, self.master).map_err(|_| Rejection::Unexpected)?;
+                    self.base.copy_from_slice(self.master);
+                    refresh_working::<N, Fixed>(self.master, self.working);
+                }
                 self.model_step = Some(chunk.step);
                 self.model.reset();
                 self.pending = Some(chunk.step);
@@ -552,30 +587,64 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         }
     }
 
-    fn compute(&mut self, step: u32) -> Event {
-        let Some(a) = self.assignment else { return Event::Idle };
+    /// Trains the steps of synchronisation `sync` and starts the upload: with a sync period of 1 the
+    /// gradient sums of the one step; otherwise the parameter change over the local steps, each step
+    /// updating the node's own copy.
+    fn compute(&mut self, sync: u32) -> Event {
+        let (Some(a), Some(sgd)) = (self.assignment, self.sgd) else { return Event::Idle };
         let spec = self.shard.spec();
         let schedule =
             Schedule { mode: a.mode, batch: a.batch, total: spec.total, nodes: a.nodes, seed: a.seed };
-        let epoch = schedule.epoch_of(step);
-        if self.order_epoch != Some(epoch) {
-            self.order_len = schedule.fill_order(&spec, epoch, self.order);
-            self.order_epoch = Some(epoch);
-        }
-        let n = schedule.samples_of(&spec, step, &self.order[..self.order_len], self.samples);
+        let period = self.sync_period();
+        let (first, count) = schedule.sync_steps(sync, period);
         self.state = NodeState::Computing;
-        self.grads.fill(0);
-        let weights = Weights { master: self.master, working: self.working };
-        let stats = self.shard.gradient(weights, &self.samples[..n], self.grads);
+        let mut stats = BatchStats::default();
+        let mut total = 0;
+        for step in first..first + count {
+            let epoch = schedule.epoch_of(step);
+            if self.order_epoch != Some(epoch) {
+                self.order_len = schedule.fill_order(&spec, epoch, self.order);
+                self.order_epoch = Some(epoch);
+            }
+            let n = schedule.samples_of(&spec, step, &self.order[..self.order_len], self.samples);
+            self.grads.fill(0);
+            let weights = Weights { master: self.master, working: self.working };
+            stats.merge(&self.shard.gradient(weights, &self.samples[..n], self.grads));
+            total += n;
+            if period > 1 && n > 0 {
+                apply_update::<N, Fixed>(
+                    &sgd,
+                    self.master,
+                    self.momentum,
+                    self.working,
+                    self.grads,
+                    n as u32,
+                );
+            }
+        }
+        if period > 1 {
+            for ((g, &m), &b) in self.grads.iter_mut().zip(self.master.iter()).zip(self.base.iter()) {
+                *g = m as i64 - b as i64;
+            }
+        }
         let len = encode_gradient(&stats, self.grads, self.upload_buffer);
-        let upload = Upload { step, len, last_activity_us: self.clock.now_us() };
+        let upload = Upload { step: sync, len, last_activity_us: self.clock.now_us() };
         self.upload = Some(upload);
         self.state = NodeState::Uploading;
         for i in 0..crate::transfer::chunk_count(len) as u16 {
             self.send_upload_chunk(upload, i);
         }
         self.counters.steps += 1;
-        Event::Computed { step, samples: n as u32 }
+        Event::Computed { step: sync, samples: total as u32 }
+    }
+}
+
+/// The wire id of network `N`.
+pub fn model_id<N: Network>() -> crate::wire::ModelId {
+    if N::NAME == kernels::Lenet5::NAME {
+        crate::wire::ModelId::Lenet5
+    } else {
+        crate::wire::ModelId::MxLenet
     }
 }
 

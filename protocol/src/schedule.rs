@@ -38,6 +38,22 @@ impl Schedule {
         step / self.steps_per_epoch()
     }
 
+    /// Synchronisations per epoch when nodes take `period` local steps between them. The last one of
+    /// an epoch may cover fewer steps: a synchronisation never spans two epochs.
+    pub fn syncs_per_epoch(&self, period: u32) -> u32 {
+        self.steps_per_epoch().div_ceil(period.max(1))
+    }
+
+    /// The steps synchronisation `sync` covers: `first..first + count`.
+    pub fn sync_steps(&self, sync: u32, period: u32) -> (u32, u32) {
+        let period = period.max(1);
+        let per_epoch = self.syncs_per_epoch(period);
+        let (epoch, within) = (sync / per_epoch, sync % per_epoch);
+        let spe = self.steps_per_epoch();
+        let start = within * period;
+        (epoch * spe + start, period.min(spe - start))
+    }
+
     /// Seed of a node's own sample order in PerNode mode.
     fn node_seed(&self, shard: &ShardSpec) -> u64 {
         self.seed.wrapping_add((shard.index as u64 + 1) << 40)
@@ -115,6 +131,22 @@ mod tests {
                 }
                 assert_eq!(covered, whole.len());
             }
+        }
+    }
+
+    #[test]
+    fn synchronisations_cover_every_step_once() {
+        let s = Schedule { mode: BatchMode::Global, batch: 64, total: 1000, nodes: 3, seed: 4 };
+        for period in [1, 3, 16, 40] {
+            let mut next = 0;
+            for sync in 0..3 * s.syncs_per_epoch(period) {
+                let (first, count) = s.sync_steps(sync, period);
+                assert_eq!(first, next, "period {period}");
+                assert!(count >= 1 && count <= period);
+                assert_eq!(s.epoch_of(first), s.epoch_of(first + count - 1), "no sync spans epochs");
+                next = first + count;
+            }
+            assert_eq!(next, 3 * s.steps_per_epoch());
         }
     }
 

@@ -13,13 +13,12 @@ use kernels::heap::HeapModel;
 use kernels::train::BatchStats;
 use kernels::{Fixed, Network};
 use protocol::auth::{ClusterKey, RejectCounts, Rejection, ReplayWindow};
-use protocol::codec::{decode_gradient, encode_model, max_gradient_len, model_len};
-use protocol::node::{is_last, upload_transfer};
+use protocol::codec::{decode_gradient, encode_model, encode_state, max_gradient_len, model_len, state_len};
+use protocol::node::{is_last, model_id, upload_transfer};
 use protocol::schedule::Schedule;
 use protocol::transfer::{bitmap_len, Outgoing, Reassembly, Received, NACK_SPAN};
 use protocol::wire::{
-    Assignment, Chunk, Command, Content, Header, Hello, Message, ModelId, Nack, ShardSpec, MASTER_ID,
-    MAX_DATAGRAM,
+    Assignment, Chunk, Command, Content, Header, Hello, Message, Nack, ShardSpec, MASTER_ID, MAX_DATAGRAM,
 };
 
 use super::{ClusterConfig, ClusterError, NodeTraffic};
@@ -76,14 +75,6 @@ pub struct Master<N: Network> {
     _net: core::marker::PhantomData<N>,
 }
 
-fn model_id<N: Network>() -> ModelId {
-    if N::NAME == kernels::Lenet5::NAME {
-        ModelId::Lenet5
-    } else {
-        ModelId::MxLenet
-    }
-}
-
 impl<N: Network> Master<N> {
     /// A master bound to `socket`, for a training set of `total` samples.
     pub fn new(
@@ -117,6 +108,7 @@ impl<N: Network> Master<N> {
             })
             .collect();
         let sgd = <Fixed as kernels::Arith>::sgd_constants(&config.train.sgd.into());
+        let payload_len = if config.sync_period > 1 { state_len::<N>() } else { model_len::<N>() };
         let mut model = HeapModel::<Fixed>::init::<N>(config.train.seed);
         if let Some(resume) = &config.train.resume {
             resume.apply::<N, Fixed>(&mut model);
@@ -129,7 +121,7 @@ impl<N: Network> Master<N> {
             peers,
             model,
             sgd,
-            model_bytes: vec![0; model_len::<N>()],
+            model_bytes: vec![0; payload_len],
             started: false,
             step: 0,
             total,
@@ -204,7 +196,11 @@ impl<N: Network> Master<N> {
     pub fn step(&mut self, step: u32) -> StepOutcome {
         self.step = step;
         self.started = true;
-        let n = encode_model::<N>(&self.model.working, &self.model.master, &mut self.model_bytes);
+        let n = if self.config.sync_period > 1 {
+            encode_state(&self.model.master, &mut self.model_bytes)
+        } else {
+            encode_model::<N>(&self.model.working, &self.model.master, &mut self.model_bytes)
+        };
         debug_assert_eq!(n, self.model_bytes.len());
         for id in 0..self.config.nodes {
             let p = &mut self.peers[id as usize];
@@ -243,7 +239,18 @@ impl<N: Network> Master<N> {
                 None => missing.push(p.id),
             }
         }
-        if total.samples > 0 {
+        let contributors = (self.peers.len() - missing.len()) as i64;
+        if self.config.sync_period > 1 {
+            // Model averaging: the mean of the nodes' parameter changes, rounded once.
+            if contributors > 0 {
+                let mut master = self.model.master.clone();
+                for (m, &d) in master.iter_mut().zip(&sum) {
+                    *m = kernels::fixed::saturate_i32(*m as i64 + kernels::fixed::div_round(d, contributors));
+                }
+                let momentum = self.model.momentum.clone();
+                self.model.restore::<N>(&master, &momentum);
+            }
+        } else if total.samples > 0 {
             self.model.update::<N>(&self.sgd, &sum, total.samples as u32);
         }
         for p in self.peers.iter_mut().filter(|p| p.stats.is_some()) {
@@ -389,7 +396,7 @@ impl<N: Network> Master<N> {
             model: model_id::<N>(),
             mode: self.config.mode,
             batch: self.config.train.batch as u32,
-            sync_period: 1,
+            sync_period: self.config.sync_period as u16,
             seed: self.config.train.seed,
             epochs: self.config.train.epochs,
             nodes: self.config.nodes,

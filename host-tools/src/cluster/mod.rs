@@ -37,6 +37,10 @@ pub struct ClusterConfig {
     /// How the training set is divided.
     #[serde(serialize_with = "lowercase_debug")]
     pub layout: ShardLayout,
+    /// Local steps each node takes between synchronisations. 1: synchronous SGD, every step (in
+    /// Global mode identical to one process). Above 1: nodes update their own copies and the master
+    /// averages the changes (local SGD).
+    pub sync_period: u32,
     /// A node whose gradient has not arrived this long after the step began is dropped.
     #[serde(skip)]
     pub step_deadline: Duration,
@@ -65,6 +69,7 @@ impl ClusterConfig {
             nodes,
             mode: BatchMode::Global,
             layout: ShardLayout::Contiguous,
+            sync_period: 1,
             step_deadline: Duration::from_secs(10),
             join_timeout: Duration::from_secs(20),
             resend: Duration::from_millis(50),
@@ -141,6 +146,12 @@ pub fn train_simulated(
     if config.nodes == 0 {
         return Err(ClusterError::Unsupported("--nodes must be at least 1".into()));
     }
+    if config.sync_period == 0 || config.sync_period > u16::MAX as u32 {
+        return Err(ClusterError::Unsupported(format!(
+            "--sync-period must be in 1..=65535, got {}",
+            config.sync_period
+        )));
+    }
     match config.train.model {
         ModelKind::Mxlenet => run::<MxLenet>(config, data, observer),
         ModelKind::Lenet5 => run::<Lenet5>(config, data, observer),
@@ -203,7 +214,7 @@ fn drive<N: Network>(
 ) -> Result<Vec<EpochReport>, ClusterError> {
     master.join(config.join_timeout)?;
     let schedule = master.schedule();
-    let steps = schedule.steps_per_epoch();
+    let steps = schedule.syncs_per_epoch(config.sync_period);
     let mut eval_cores: Vec<HeapCore<Fixed>> =
         (0..config.train.threads.max(1)).map(|_| HeapCore::new::<N>()).collect();
     let mut reports = Vec::new();

@@ -194,6 +194,8 @@ fn live<N: Network>(
     let mut master_params = vec![0i32; sizes.params];
     let mut working = vec![0i16; sizes.params];
     let mut grads = vec![0i64; sizes.params];
+    let mut momentum = vec![0i32; sizes.params];
+    let mut base = vec![0i32; sizes.params];
     let mut model = vec![0u8; sizes.model];
     let mut model_bitmap = vec![0u8; sizes.model_bitmap];
     let mut upload = vec![0u8; sizes.upload];
@@ -203,6 +205,8 @@ fn live<N: Network>(
         master: &mut master_params,
         working: &mut working,
         grads: &mut grads,
+        momentum: &mut momentum,
+        base: &mut base,
         model: &mut model,
         model_bitmap: &mut model_bitmap,
         upload: &mut upload,
