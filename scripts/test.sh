@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace:
 #   1. the host crates (kernels, pitrain), with MNIST from $MNIST_DIR or the `pitrain data fetch` cache;
-#   2. the kernels' tests again on aarch64 under qemu-user, when the cross linker and qemu-aarch64 are
-#      installed (.ci/run installs them): NEON paths and bit-identical weights on the Pi's CPU;
-#   3. the firmware build for the board (aarch64-unknown-none).
+#   2. the kernels' and the protocol's tests again on aarch64 under qemu-user, when the cross linker and
+#      qemu-aarch64 are installed (.ci/run installs them): NEON paths and bit-identical weights on the
+#      Pi's CPU;
+#   3. the firmware build for the board (aarch64-unknown-none), with the protocol crate it will use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,9 @@ run_tests() {
 echo "== host tests"
 run_tests --workspace --exclude firmware
 
-echo "== kernels on aarch64 (qemu-user)"
+echo "== kernels and protocol on aarch64 (qemu-user)"
 if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
-    run_tests -p kernels --target aarch64-unknown-linux-gnu
+    run_tests -p kernels -p protocol --target aarch64-unknown-linux-gnu
 elif [[ "${CI:-}" == "true" ]]; then
     echo "CI must run the aarch64 tests: qemu-aarch64 or aarch64-linux-gnu-gcc missing" >&2
     exit 1
@@ -32,7 +33,7 @@ else
 fi
 
 echo "== firmware build (aarch64-unknown-none)"
-cargo build -p firmware --target aarch64-unknown-none --release
+cargo build -p firmware -p protocol --target aarch64-unknown-none --release
 
 # One closing line for the whole run.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"

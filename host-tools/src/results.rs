@@ -74,28 +74,70 @@ pub fn write_all(
     Ok(vec![csv_path, json_path, weights_path])
 }
 
-/// The trained master parameters as safetensors: `I32` tensors holding Q7.24 values for fixed point
-/// (divide by 2^24 for reals), `F32` for the reference. The metadata says which.
-pub fn write_weights(path: &Path, config: &TrainConfig, outcome: &TrainOutcome) -> Result<(), WriteError> {
-    let (dtype, format) = match config.arith {
-        ArithKind::Fixed => (Dtype::I32, "Q7.24"),
-        ArithKind::F32 => (Dtype::F32, "f32"),
+/// What a safetensors file of ours holds, stored under the one metadata key [`META_KEY`] as JSON with
+/// a fixed field order, so that equal weights give byte-identical files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FileMeta {
+    /// `weights` (final master parameters) or `checkpoint` (master parameters and momentum).
+    pub kind: String,
+    /// `mxlenet` or `lenet5`.
+    pub model: String,
+    /// `Q7.24` (`I32` tensors) or `f32`.
+    pub format: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Epochs trained.
+    pub epoch: u32,
+    /// Weight hash after that epoch, when known.
+    pub weight_hash: Option<String>,
+}
+
+/// The metadata key.
+pub const META_KEY: &str = "pitrain";
+
+fn write_safetensors(
+    path: &Path,
+    arith: ArithKind,
+    tensors: &[Tensor],
+    meta: &FileMeta,
+) -> Result<(), WriteError> {
+    let dtype = match arith {
+        ArithKind::Fixed => Dtype::I32,
+        ArithKind::F32 => Dtype::F32,
     };
-    let views = outcome
-        .tensors
+    let views = tensors
         .iter()
         .map(|t| TensorView::new(dtype, t.shape.clone(), &t.data).map(|v| (t.name.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| write_err(path)(&e))?;
-    let mut metadata = HashMap::new();
-    metadata.insert("model".to_string(), format!("{:?}", config.model).to_lowercase());
-    metadata.insert("format".to_string(), format.to_string());
-    metadata.insert("seed".to_string(), config.seed.to_string());
-    metadata.insert("epochs".to_string(), outcome.epochs.len().to_string());
-    if let Some(last) = outcome.epochs.last() {
-        metadata.insert("weight_hash".to_string(), last.weight_hash.clone());
+    let json = serde_json::to_string(meta).map_err(|e| write_err(path)(&e))?;
+    let metadata = HashMap::from([(META_KEY.to_string(), json)]);
+    let partial = path.with_extension("partial");
+    safetensors::serialize_to_file(views, Some(metadata), &partial).map_err(|e| write_err(path)(&e))?;
+    std::fs::rename(&partial, path).map_err(|e| write_err(path)(&e))
+}
+
+fn format_of(arith: ArithKind) -> String {
+    match arith {
+        ArithKind::Fixed => "Q7.24",
+        ArithKind::F32 => "f32",
     }
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| write_err(path)(&e))
+    .to_string()
+}
+
+/// The trained master parameters as safetensors: `I32` tensors holding Q7.24 values for fixed point
+/// (divide by 2^24 for reals), `F32` for the reference. The metadata says which.
+pub fn write_weights(path: &Path, config: &TrainConfig, outcome: &TrainOutcome) -> Result<(), WriteError> {
+    let last = outcome.epochs.last();
+    let meta = FileMeta {
+        kind: "weights".into(),
+        model: format!("{:?}", config.model).to_lowercase(),
+        format: format_of(config.arith),
+        seed: config.seed,
+        epoch: last.map_or(0, |e| e.epoch),
+        weight_hash: last.map(|e| e.weight_hash.clone()),
+    };
+    write_safetensors(path, config.arith, &outcome.tensors, &meta)
 }
 
 /// A checkpoint that cannot be resumed from.
@@ -115,23 +157,15 @@ pub fn write_checkpoint(
     epoch: u32,
     tensors: &[Tensor],
 ) -> Result<(), WriteError> {
-    let dtype = match config.arith {
-        ArithKind::Fixed => Dtype::I32,
-        ArithKind::F32 => Dtype::F32,
+    let meta = FileMeta {
+        kind: "checkpoint".into(),
+        model: format!("{:?}", config.model).to_lowercase(),
+        format: format_of(config.arith),
+        seed: config.seed,
+        epoch,
+        weight_hash: None,
     };
-    let views = tensors
-        .iter()
-        .map(|t| TensorView::new(dtype, t.shape.clone(), &t.data).map(|v| (t.name.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| write_err(path)(&e))?;
-    let mut metadata = HashMap::new();
-    metadata.insert("model".to_string(), format!("{:?}", config.model).to_lowercase());
-    metadata.insert("format".to_string(), if dtype == Dtype::I32 { "Q7.24" } else { "f32" }.to_string());
-    metadata.insert("seed".to_string(), config.seed.to_string());
-    metadata.insert("epoch".to_string(), epoch.to_string());
-    let partial = path.with_extension("partial");
-    safetensors::serialize_to_file(views, Some(metadata), &partial).map_err(|e| write_err(path)(&e))?;
-    std::fs::rename(&partial, path).map_err(|e| write_err(path)(&e))
+    write_safetensors(path, config.arith, tensors, &meta)
 }
 
 /// Reads a fixed-point checkpoint of network `N` for `--resume`.

@@ -138,6 +138,6 @@ fn resume_continues_exactly() {
         "this run trains mxlenet",
     );
     let weights = format!("{first}/weights.safetensors");
-    fails_cleanly(&["train", "--model", "lenet5", "--epochs", "2", "--resume", &weights], "no epoch number");
+    fails_cleanly(&["train", "--model", "lenet5", "--epochs", "2", "--resume", &weights], "not a checkpoint");
     fails_cleanly(&["train", "--model", "lenet5", "--epochs", "1", "--resume", &checkpoint], "more --epochs");
 }
