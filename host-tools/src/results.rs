@@ -177,18 +177,23 @@ pub fn read_checkpoint<N: kernels::Network>(
     let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
     let (_, header) =
         SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let meta: FileMeta = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| fail("it was not written by pitrain".into()))?;
     let expected_model = format!("{model:?}").to_lowercase();
-    match meta.get("model") {
-        Some(m) if *m == expected_model => {}
-        other => return Err(fail(format!("it holds model {other:?}, this run trains {expected_model}"))),
+    if meta.model != expected_model {
+        return Err(fail(format!("it holds model {}, this run trains {expected_model}", meta.model)));
     }
-    if meta.get("format").map(String::as_str) != Some("Q7.24") {
+    if meta.kind != "checkpoint" {
+        return Err(fail(format!("it is a final {} file, not a checkpoint (it has no momentum)", meta.kind)));
+    }
+    if meta.format != "Q7.24" {
         return Err(fail("it is not a fixed-point (Q7.24) checkpoint".into()));
     }
-    let epoch: u32 = meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| {
-        fail("it has no epoch number (is it a final weights file, not a checkpoint?)".into())
-    })?;
+    let epoch = meta.epoch;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(e.to_string()))?;
     let mut master = vec![0i32; N::PARAMS];
     let mut momentum = vec![0i32; N::PARAMS];
