@@ -16,23 +16,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A one-epoch LeNet-5 run on 256 images with `extra` options, writing into `out`.
+fn short_run(extra: &[&str], out: &std::path::Path) -> String {
+    let mut args = vec!["train", "--model", "lenet5", "--epochs", "1", "--limit", "256", "--quiet", "--out"];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    let o = pitrain(&args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 #[test]
 fn train_writes_results() {
     let out = tempfile::tempdir().unwrap();
-    let o = pitrain(&[
-        "train",
-        "--model",
-        "lenet5",
-        "--epochs",
-        "1",
-        "--limit",
-        "256",
-        "--quiet",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = short_run(&["--local"], out.path());
     assert!(stdout.contains("epoch  1"), "{stdout}");
     let csv = std::fs::read_to_string(out.path().join("epochs.csv")).unwrap();
     assert!(csv.starts_with("epoch,seconds,train_loss,train_accuracy,test_loss,test_accuracy,weight_hash"));
@@ -77,22 +74,7 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn train_on_simulated_nodes_reports_traffic() {
     let out = tempfile::tempdir().unwrap();
-    let o = pitrain(&[
-        "train",
-        "--nodes",
-        "2",
-        "--model",
-        "lenet5",
-        "--epochs",
-        "1",
-        "--limit",
-        "256",
-        "--quiet",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = short_run(&["--nodes", "2"], out.path());
     assert!(stdout.contains("on 2 simulated nodes") && stdout.contains("per node:"), "{stdout}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();

@@ -554,16 +554,7 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         if self.model.current().is_some()
             && now.saturating_sub(self.last_model_chunk_us) >= self.config.nack_delay_us
         {
-            let mut scratch = [0u8; NACK_SPAN / 8];
-            let mut copy = [0u8; NACK_SPAN / 8];
-            let nack = self.model.nack(&mut scratch).map(|n| {
-                copy[..n.missing.len()].copy_from_slice(n.missing);
-                (n.transfer, n.base, n.missing.len())
-            });
-            if let Some((transfer, base, len)) = nack {
-                let message = Message::Nack(crate::wire::Nack { transfer, base, missing: &copy[..len] });
-                self.send(self.token(), &message);
-            }
+            self.send_model_nack();
             self.last_model_chunk_us = now;
         }
     }
