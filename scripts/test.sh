@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace:
-#   1. the host crates (kernels, pitrain), with MNIST from $MNIST_DIR or the `pitrain data fetch` cache;
+#   1. the host crates (kernels, protocol, pitrain), with MNIST from $MNIST_DIR or the `pitrain data fetch`
+#      cache; this includes booting the firmware in QEMU raspi3b (qemu-system-aarch64 10);
 #   2. the kernels' and the protocol's tests again on aarch64 under qemu-user, when the cross linker and
 #      qemu-aarch64 are installed (.ci/run installs them): NEON paths and bit-identical weights on the
 #      Pi's CPU;

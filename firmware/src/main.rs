@@ -1,23 +1,54 @@
-//! Raspberry Pi 3 node firmware. For now a placeholder that proves the `kernels` crate builds and
-//! links for `aarch64-unknown-none`; the firmware-platform issue brings boot, drivers and training.
+//! Raspberry Pi 3 node firmware.
+//!
+//! This slice boots (EL2 to EL1, FP on, stack, `.bss`), reports over the PL011 UART and, under QEMU,
+//! ends the run through semihosting. MMU and caches, the other drivers, defmt, four cores and local
+//! training come with the firmware-platform issue.
 
 #![no_std]
 #![no_main]
 
+mod arch;
+mod bsp;
+mod drivers;
+
+use core::fmt::Write;
 use core::panic::PanicInfo;
+
+use drivers::pl011::Pl011;
 use kernels::{Fixed, Footprint, MxLenet};
 
-/// Static memory one node needs for MxLenet on four cores, kept in the image so the linker keeps the
-/// kernels code paths it depends on.
-#[used]
+/// Called by `_start` on core 0 in EL1 with a stack and a zeroed `.bss`.
 #[no_mangle]
-static MXLENET_FOOTPRINT_BYTES: usize = Footprint::of::<MxLenet, Fixed>().total(4);
+extern "C" fn kernel_init() -> ! {
+    // SAFETY: the PL011 is at this address on the BCM2837, the MMU is off (all accesses are device
+    // accesses), and only this code drives UART0.
+    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
+    uart.init();
+    kernel_main(&mut uart)
+}
 
-core::arch::global_asm!(".section .text.boot", ".global _start", "_start:", "1: wfe", "b 1b",);
+/// The safe part of the boot.
+fn kernel_main(uart: &mut Pl011) -> ! {
+    let el = current_el();
+    let footprint = Footprint::of::<MxLenet, Fixed>().total(4);
+    let _ = writeln!(uart, "pitrain firmware {}: booted in EL{el}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(uart, "MxLenet needs {footprint} bytes of static memory on four cores");
+    uart.flush();
+    arch::aarch64::semihosting::exit(if el == 1 { 0 } else { 3 })
+}
+
+fn current_el() -> u64 {
+    let el: u64;
+    // SAFETY: reading CurrentEL has no side effects.
+    unsafe { core::arch::asm!("mrs {}, CurrentEL", out(reg) el, options(nomem, nostack)) };
+    (el >> 2) & 3
+}
 
 #[panic_handler]
-fn panic(_info: &PanicInfo) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
+fn panic(info: &PanicInfo) -> ! {
+    // SAFETY: as in kernel_init; a panic ends all other use of the UART.
+    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
+    let _ = writeln!(uart, "panic: {info}");
+    uart.flush();
+    arch::aarch64::semihosting::exit(101)
 }

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cluster::{self, ClusterConfig, ClusterError, KillPlan};
 use crate::fetch::{self, FetchError, Fetched};
 use crate::mnist::{self, Mnist, MnistError, NoData};
+use crate::qemu;
 use crate::results::{self, WriteError};
 use crate::trainer::{
     self, ArithKind, ConfigError, EpochReport, ModelKind, Observer, SgdConfigRecord, TrainConfig,
@@ -35,6 +36,40 @@ pub enum Command {
     /// Manage the MNIST data set.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Build the Pi firmware (ELF and the raw kernel8.img).
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
+    /// Boot the firmware in QEMU's raspi3b machine.
+    #[command(subcommand)]
+    Qemu(QemuCommand),
+}
+
+/// `pitrain firmware ...`
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Build firmware.elf and kernel8.img (release, aarch64-unknown-none).
+    Build {
+        /// Cargo target directory [default: target/ in the workspace].
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+}
+
+/// `pitrain qemu ...`
+#[derive(Debug, Subcommand)]
+pub enum QemuCommand {
+    /// Boot one node and print what it writes to its UART; exits with the firmware's status.
+    Run {
+        /// The raw image to boot [default: build the firmware first].
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Deterministic instruction counting (-icount shift=0,sleep=off).
+        #[arg(long)]
+        icount: bool,
+    },
 }
 
 /// `pitrain data ...`
@@ -206,6 +241,12 @@ pub enum CliError {
     /// A checkpoint that cannot be resumed from.
     #[error(transparent)]
     Checkpoint(#[from] results::CheckpointError),
+    /// Building or booting the firmware failed.
+    #[error(transparent)]
+    Qemu(#[from] qemu::QemuError),
+    /// The firmware ended with a failure status.
+    #[error("the firmware exited with status {0}")]
+    GuestExit(i32),
     /// A feature that is not there yet.
     #[error("{0}")]
     Unsupported(String),
@@ -216,6 +257,32 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Experiment(args) => crate::experiment::run(args),
+        Command::Firmware(FirmwareCommand::Build { target_dir }) => {
+            let image =
+                qemu::build_firmware(&target_dir.unwrap_or_else(|| qemu::workspace_dir().join("target")))?;
+            println!("ELF:   {}\nimage: {}", image.elf.display(), image.image.display());
+            Ok(())
+        }
+        Command::Qemu(QemuCommand::Run { kernel, timeout, icount }) => {
+            if !(timeout.is_finite() && timeout > 0.0) {
+                return Err(CliError::Unsupported(format!("--timeout must be positive, got {timeout}")));
+            }
+            let kernel = match kernel {
+                Some(k) if k.is_file() => k,
+                Some(k) => {
+                    return Err(CliError::Unsupported(format!("no firmware image at {}", k.display())))
+                }
+                None => qemu::build_firmware(&qemu::workspace_dir().join("target"))?.image,
+            };
+            let run = qemu::run(&kernel, std::time::Duration::from_secs_f64(timeout), icount)?;
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(&run.serial);
+            if run.status == 0 {
+                Ok(())
+            } else {
+                Err(CliError::GuestExit(run.status))
+            }
+        }
         Command::Data(DataCommand::Fetch { url, dir }) => {
             let dir = dir.unwrap_or_else(mnist::default_cache_dir);
             for fetched in fetch::fetch_all(&url, &dir)? {

@@ -5,6 +5,7 @@
 //! - [`trainer`]: the training loop over the host's cores.
 //! - [`results`]: CSV, JSON and safetensors output.
 //! - [`cluster`]: the UDP master and simulated nodes.
+//! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -12,5 +13,6 @@ pub mod cluster;
 pub mod experiment;
 pub mod fetch;
 pub mod mnist;
+pub mod qemu;
 pub mod results;
 pub mod trainer;

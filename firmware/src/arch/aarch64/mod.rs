@@ -1,0 +1,4 @@
+//! CPU-specific code for the Cortex-A53: the boot entry and semihosting.
+
+pub mod boot;
+pub mod semihosting;

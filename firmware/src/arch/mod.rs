@@ -1,0 +1,3 @@
+//! Architecture-specific code, at the same path as what it serves.
+
+pub mod aarch64;

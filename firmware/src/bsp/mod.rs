@@ -1,0 +1,3 @@
+//! Board support: the Raspberry Pi 3.
+
+pub mod rpi3;

@@ -1,0 +1,149 @@
+//! Building the firmware image and booting it in QEMU's raspi3b machine.
+//!
+//! `kernel8.img` is the raw image the Pi's boot loader (and QEMU, like the board) starts at 0x80000
+//! in EL2 with cores 1-3 parked. The firmware ends a QEMU run through semihosting, so QEMU's exit
+//! status is the firmware's.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The firmware's bare-metal target.
+pub const TARGET: &str = "aarch64-unknown-none";
+
+/// Why building or running failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// A tool is missing.
+    #[error("{tool} is not installed ({hint})")]
+    Missing {
+        /// The tool.
+        tool: String,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// A command failed.
+    #[error("{command} failed: {detail}")]
+    Failed {
+        /// What ran.
+        command: String,
+        /// What it said.
+        detail: String,
+    },
+    /// QEMU did not end in time.
+    #[error("QEMU did not finish within {0:?}; the firmware's output so far:\n{1}")]
+    Timeout(Duration, String),
+}
+
+/// A built firmware.
+#[derive(Clone, Debug)]
+pub struct FirmwareImage {
+    /// The ELF (symbols; the defmt table later).
+    pub elf: PathBuf,
+    /// The raw image that boots.
+    pub image: PathBuf,
+}
+
+/// The workspace this `pitrain` was built from.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host-tools sits in the workspace").to_path_buf()
+}
+
+/// Builds the firmware (release) and its raw `kernel8.img` next to the ELF.
+pub fn build_firmware(target_dir: &Path) -> Result<FirmwareImage, QemuError> {
+    let workspace = workspace_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .current_dir(&workspace)
+        .args(["build", "-p", "firmware", "--release", "--target", TARGET, "--target-dir"])
+        .arg(target_dir)
+        .output()
+        .map_err(|e| QemuError::Failed { command: format!("{cargo} build"), detail: e.to_string() })?;
+    if !output.status.success() {
+        return Err(QemuError::Failed {
+            command: "cargo build -p firmware".into(),
+            detail: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let elf = target_dir.join(TARGET).join("release").join("firmware");
+    let image = elf.with_file_name("kernel8.img");
+    let objcopy = llvm_objcopy()?;
+    let status =
+        Command::new(&objcopy).args(["-O", "binary"]).arg(&elf).arg(&image).status().map_err(|e| {
+            QemuError::Failed { command: objcopy.display().to_string(), detail: e.to_string() }
+        })?;
+    if !status.success() {
+        return Err(QemuError::Failed { command: "llvm-objcopy".into(), detail: status.to_string() });
+    }
+    Ok(FirmwareImage { elf, image })
+}
+
+/// `llvm-objcopy` from the toolchain's `llvm-tools` component.
+fn llvm_objcopy() -> Result<PathBuf, QemuError> {
+    let missing = || QemuError::Missing {
+        tool: "llvm-objcopy".into(),
+        hint: "rustup component add llvm-tools (rust-toolchain.toml lists it)",
+    };
+    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output().map_err(|_| missing())?;
+    let lib = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib").join("rustlib");
+    std::fs::read_dir(&lib)
+        .map_err(|_| missing())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin").join("llvm-objcopy"))
+        .find(|p| p.is_file())
+        .ok_or_else(missing)
+}
+
+/// What a QEMU run gave.
+#[derive(Clone, Debug)]
+pub struct QemuRun {
+    /// QEMU's exit status: the firmware's semihosting exit code.
+    pub status: i32,
+    /// Everything the firmware wrote to its UART.
+    pub serial: Vec<u8>,
+}
+
+/// Boots `image` on a raspi3b with semihosting, collecting the UART output, for at most `timeout`.
+/// `icount` runs deterministically (`-icount shift=0,sleep=off`).
+pub fn run(image: &Path, timeout: Duration, icount: bool) -> Result<QemuRun, QemuError> {
+    let mut command = Command::new("qemu-system-aarch64");
+    command
+        .args(["-M", "raspi3b", "-display", "none", "-monitor", "none", "-serial", "stdio", "-semihosting"])
+        .args(["-no-reboot", "-kernel"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if icount {
+        command.args(["-icount", "shift=0,sleep=off"]);
+    }
+    let mut child = command.spawn().map_err(|_| QemuError::Missing {
+        tool: "qemu-system-aarch64".into(),
+        hint: "Debian: apt-get install -t bookworm-backports qemu-system-arm (.ci/run does this)",
+    })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| QemuError::Failed { command: "qemu".into(), detail: e.to_string() })?
+        {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let serial = reader.join().unwrap_or_default();
+            return Err(QemuError::Timeout(timeout, String::from_utf8_lossy(&serial).into_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let serial = reader.join().unwrap_or_default();
+    Ok(QemuRun { status: status.code().unwrap_or(-1), serial })
+}
