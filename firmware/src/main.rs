@@ -24,6 +24,7 @@ extern "C" fn kernel_init() -> ! {
     // accesses), and only this code drives UART0.
     let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
     uart.init();
+    arch::aarch64::exception::install();
     kernel_main(&mut uart)
 }
 
@@ -34,7 +35,20 @@ fn kernel_main(uart: &mut Pl011) -> ! {
     let _ = writeln!(uart, "pitrain firmware {}: booted in EL{el}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(uart, "MxLenet needs {footprint} bytes of static memory on four cores");
     uart.flush();
+    if cfg!(feature = "selftest-fault") {
+        let _ = writeln!(uart, "self-test: executing brk #0x42");
+        // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).
+        unsafe { core::arch::asm!("brk #0x42", options(nomem, nostack)) };
+    }
     arch::aarch64::semihosting::exit(if el == 1 { 0 } else { 3 })
+}
+
+/// Writes one line about an exception to the UART (called by the exception vectors).
+pub fn report_exception(message: core::fmt::Arguments<'_>) {
+    // SAFETY: the exception handler has stopped everything else that could use the UART.
+    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
+    let _ = writeln!(uart, "{message}");
+    uart.flush();
 }
 
 fn current_el() -> u64 {

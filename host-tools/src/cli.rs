@@ -258,8 +258,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(args) => train(args),
         Command::Experiment(args) => crate::experiment::run(args),
         Command::Firmware(FirmwareCommand::Build { target_dir }) => {
-            let image =
-                qemu::build_firmware(&target_dir.unwrap_or_else(|| qemu::workspace_dir().join("target")))?;
+            let image = qemu::build_firmware(
+                &target_dir.unwrap_or_else(|| qemu::workspace_dir().join("target")),
+                &[],
+            )?;
             println!("ELF:   {}\nimage: {}", image.elf.display(), image.image.display());
             Ok(())
         }
@@ -272,7 +274,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Some(k) => {
                     return Err(CliError::Unsupported(format!("no firmware image at {}", k.display())))
                 }
-                None => qemu::build_firmware(&qemu::workspace_dir().join("target"))?.image,
+                None => qemu::build_firmware(&qemu::workspace_dir().join("target"), &[])?.image,
             };
             let run = qemu::run(&kernel, std::time::Duration::from_secs_f64(timeout), icount)?;
             use std::io::Write as _;

@@ -50,14 +50,16 @@ pub fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host-tools sits in the workspace").to_path_buf()
 }
 
-/// Builds the firmware (release) and its raw `kernel8.img` next to the ELF.
-pub fn build_firmware(target_dir: &Path) -> Result<FirmwareImage, QemuError> {
+/// Builds the firmware (release, with the given cargo features) and its raw `kernel8.img` next to
+/// the ELF.
+pub fn build_firmware(target_dir: &Path, features: &[&str]) -> Result<FirmwareImage, QemuError> {
     let workspace = workspace_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(&cargo)
         .current_dir(&workspace)
         .args(["build", "-p", "firmware", "--release", "--target", TARGET, "--target-dir"])
         .arg(target_dir)
+        .args(["--features", &features.join(",")])
         .output()
         .map_err(|e| QemuError::Failed { command: format!("{cargo} build"), detail: e.to_string() })?;
     if !output.status.success() {

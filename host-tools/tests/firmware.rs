@@ -1,5 +1,5 @@
-//! The firmware boots in QEMU raspi3b from its raw kernel8.img, reports over the UART in EL1, and ends
-//! the run through semihosting with status 0.
+//! The firmware in QEMU raspi3b, booted from its raw kernel8.img: it reports over the UART in EL1 and
+//! ends the run through semihosting; exceptions are reported and halt.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use pitrain::qemu::{build_firmware, run, workspace_dir};
 #[test]
 fn firmware_boots_in_qemu_raspi3b() {
     let target = workspace_dir().join("target").join("firmware-test");
-    let image = build_firmware(&target).expect("the firmware builds");
+    let image = build_firmware(&target, &[]).expect("the firmware builds");
     let size = std::fs::metadata(&image.image).unwrap().len();
     assert!(size > 1000 && size < 1 << 20, "kernel8.img of {size} bytes");
     let out = run(&image.image, Duration::from_secs(60), true).expect("QEMU runs");
@@ -16,4 +16,17 @@ fn firmware_boots_in_qemu_raspi3b() {
     assert!(serial.contains("booted in EL1"), "{serial}");
     assert!(serial.contains("MxLenet needs 19924112 bytes"), "{serial}");
     assert_eq!(out.status, 0, "{serial}");
+}
+
+/// An exception is reported with its class, ESR and ELR, and the core halts; under QEMU the run ends
+/// with status 2.
+#[test]
+fn exceptions_are_reported() {
+    let target = workspace_dir().join("target").join("firmware-test-fault");
+    let image = build_firmware(&target, &["selftest-fault"]).expect("the firmware builds");
+    let out = run(&image.image, Duration::from_secs(60), true).expect("QEMU runs");
+    let serial = String::from_utf8_lossy(&out.serial);
+    assert!(serial.contains("exception: synchronous (BRK instruction), EC 0x3c, ESR 0xf2000042"), "{serial}");
+    assert!(serial.contains("ELR 0x8"), "{serial}");
+    assert_eq!(out.status, 2, "{serial}");
 }

@@ -11,11 +11,9 @@ pub fn exit(code: u32) -> ! {
     let block: [u64; 2] = [APPLICATION_EXIT, code as u64];
     // SAFETY: `hlt #0xf000` is the AArch64 semihosting call; with QEMU's -semihosting it reads the
     // two-word parameter block (valid for the duration of the call) and does not return. Without a
-    // semihosting host it raises an exception, which the loop below never reaches past.
+    // semihosting host it raises an exception, and the exception handler parks the core.
     unsafe {
         core::arch::asm!("hlt #0xf000", in("x0") SYS_EXIT, in("x1") block.as_ptr(), options(nostack));
     }
-    loop {
-        core::hint::spin_loop();
-    }
+    super::park()
 }
