@@ -15,6 +15,8 @@ fn firmware_boots_in_qemu_raspi3b() {
     let serial = String::from_utf8_lossy(&out.serial);
     assert!(serial.contains("booted in EL1"), "{serial}");
     assert!(serial.contains("MxLenet needs 19924112 bytes"), "{serial}");
+    assert!(serial.contains("MMU and caches on"), "{serial}");
+    assert!(serial.contains("kernels self-check: ok"), "{serial}");
     assert_eq!(out.status, 0, "{serial}");
 }
 

@@ -1,7 +1,8 @@
-//! CPU-specific code for the Cortex-A53: the boot entry, exception vectors and semihosting.
+//! CPU-specific code for the Cortex-A53: the boot entry, exception vectors, the MMU and semihosting.
 
 pub mod boot;
 pub mod exception;
+pub mod mmu;
 pub mod semihosting;
 
 /// Stops this core for good.
