@@ -41,6 +41,7 @@ fn kernel_main(uart: &mut Pl011) -> ! {
     let _ = writeln!(uart, "MMU and caches {mmu}");
     let check = self_check();
     let _ = writeln!(uart, "kernels self-check: {check}");
+    report_timers(uart);
     uart.flush();
     if cfg!(feature = "selftest-fault") {
         let _ = writeln!(uart, "self-test: executing brk #0x42");
@@ -53,6 +54,24 @@ fn kernel_main(uart: &mut Pl011) -> ! {
         _ => 3,
     };
     arch::aarch64::semihosting::exit(status)
+}
+
+/// Times a 10 ms delay of each timer with the other one, so a test can check that they agree.
+fn report_timers(uart: &mut Pl011) {
+    use embedded_hal::delay::DelayNs;
+    let mut generic = arch::aarch64::timer::GenericTimer::new();
+    // SAFETY: the system timer is at this address on the BCM2837 and mapped as device memory; the
+    // driver only reads it.
+    let mut system = unsafe { drivers::system_timer::SystemTimer::new(bsp::rpi3::SYSTEM_TIMER_BASE) };
+    let _ = writeln!(uart, "generic timer at {} Hz", generic.hz());
+    let start = system.now_us();
+    generic.delay_ms(10);
+    let by_generic = system.now_us() - start;
+    let start = generic.now_us();
+    system.delay_ms(10);
+    let by_system = generic.now_us() - start;
+    let _ = writeln!(uart, "10 ms by the generic timer = {by_generic} us by the system timer");
+    let _ = writeln!(uart, "10 ms by the system timer = {by_system} us by the generic timer");
 }
 
 /// A little fixed-point work that needs the MMU (the compiler emits unaligned and NEON accesses,

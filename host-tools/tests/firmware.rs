@@ -17,6 +17,10 @@ fn firmware_boots_in_qemu_raspi3b() {
     assert!(serial.contains("MxLenet needs 19924112 bytes"), "{serial}");
     assert!(serial.contains("MMU and caches on"), "{serial}");
     assert!(serial.contains("kernels self-check: ok"), "{serial}");
+    // Under -icount both timers follow the same virtual clock: the delays agree exactly.
+    assert!(serial.contains("generic timer at 62500000 Hz"), "{serial}");
+    assert!(serial.contains("10 ms by the generic timer = 10000 us by the system timer"), "{serial}");
+    assert!(serial.contains("10 ms by the system timer = 10000 us by the generic timer"), "{serial}");
     assert_eq!(out.status, 0, "{serial}");
 }
 

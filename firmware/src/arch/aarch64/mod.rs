@@ -4,6 +4,7 @@ pub mod boot;
 pub mod exception;
 pub mod mmu;
 pub mod semihosting;
+pub mod timer;
 
 /// Stops this core for good.
 pub fn park() -> ! {
