@@ -155,6 +155,15 @@ pub enum ConfigError {
 }
 
 impl TrainConfig {
+    /// The training images this run uses: all of them, or the first `limit`.
+    pub fn training_set(&self, data: &Mnist) -> Split {
+        let all = data.train.clone();
+        match self.limit {
+            Some(n) => all.truncated(n),
+            None => all,
+        }
+    }
+
     /// Checks the settings before any work starts.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.batch == 0 {
@@ -289,10 +298,7 @@ impl<N: Network, A: Arith> Run<N, A> {
     }
 
     fn train(mut self, data: &Mnist, observer: &mut dyn Observer) -> TrainOutcome {
-        let train_set = match self.config.limit {
-            Some(n) => data.train.clone().truncated(n),
-            None => data.train.clone(),
-        };
+        let train_set = self.config.training_set(data);
         let mut order = vec![0u32; train_set.len()];
         let mut epochs = Vec::new();
         let first = self.config.resume.as_ref().map_or(0, |r| r.epoch);

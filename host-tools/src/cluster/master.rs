@@ -16,7 +16,7 @@ use protocol::auth::{ClusterKey, RejectCounts, Rejection, ReplayWindow};
 use protocol::codec::{decode_gradient, encode_model, encode_state, max_gradient_len, model_len, state_len};
 use protocol::node::{is_last, model_id, upload_transfer};
 use protocol::schedule::Schedule;
-use protocol::transfer::{bitmap_len, Outgoing, Reassembly, Received, NACK_SPAN};
+use protocol::transfer::{bitmap_len, chunk_count, Outgoing, Reassembly, Received, NACK_SPAN};
 use protocol::wire::{
     Assignment, Chunk, Command, Content, Header, Hello, Message, Nack, ShardSpec, MASTER_ID, MAX_DATAGRAM,
 };
@@ -183,7 +183,7 @@ impl<N: Network> Master<N> {
     }
 
     fn send_model(&mut self, id: u16) {
-        let count = Outgoing::new(0, Content::Model, 0, &self.model_bytes).chunks();
+        let count = chunk_count(self.model_bytes.len()) as u16;
         for i in 0..count {
             self.send_model_chunk(id, i);
         }
@@ -279,7 +279,7 @@ impl<N: Network> Master<N> {
                 continue;
             }
             if !p.model_acked && now.duration_since(p.last_model_activity) >= self.config.resend {
-                let last = Outgoing::new(0, Content::Model, 0, &self.model_bytes).chunks() - 1;
+                let last = chunk_count(self.model_bytes.len()) as u16 - 1;
                 self.send_model_chunk(id, last);
                 self.peers[id as usize].last_model_activity = now;
             }
@@ -314,9 +314,6 @@ impl<N: Network> Master<N> {
     }
 
     fn handle(&mut self, bytes: &[u8], from: SocketAddr) -> Result<(), Rejection> {
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(Rejection::Malformed(protocol::wire::WireError::TooLong));
-        }
         let (header, message) = self.key.open(bytes)?;
         let id = header.sender;
         if id >= self.config.nodes {

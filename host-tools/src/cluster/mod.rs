@@ -163,10 +163,7 @@ fn run<N: Network>(
     data: &Mnist,
     observer: &mut dyn Observer,
 ) -> Result<ClusterOutcome, ClusterError> {
-    let train = match config.train.limit {
-        Some(n) => data.train.clone().truncated(n),
-        None => data.train.clone(),
-    };
+    let train = config.train.training_set(data);
     let total = train.len() as u32;
     let key = ClusterKey(rand::random());
     let socket = local_socket().map_err(ClusterError::Socket)?;

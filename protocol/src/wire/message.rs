@@ -145,8 +145,7 @@ impl ShardSpec {
 
     /// Position of global sample `i` inside this shard, if it is here.
     pub fn local_index(&self, i: u32) -> Option<u32> {
-        let (n, k) = (self.nodes as u64, self.index as u64);
-        let i64_ = i as u64;
+        let (n, k, global) = (self.nodes as u64, self.index as u64, i as u64);
         if i >= self.total || n == 0 {
             return None;
         }
@@ -154,9 +153,9 @@ impl ShardSpec {
             ShardLayout::Contiguous => {
                 let start = k * self.total as u64 / n;
                 let end = (k + 1) * self.total as u64 / n;
-                (start..end).contains(&i64_).then(|| (i64_ - start) as u32)
+                (start..end).contains(&global).then(|| (global - start) as u32)
             }
-            ShardLayout::Strided => (i64_ % n == k).then(|| (i64_ / n) as u32),
+            ShardLayout::Strided => (global % n == k).then(|| (global / n) as u32),
         }
     }
 
