@@ -61,19 +61,29 @@ pub fn run(args: ExperimentArgs) -> Result<(), CliError> {
             Some(&result.traffic),
         )?;
         rows.push(row(nodes, &result.outcome.epochs, &result.traffic));
+        // Rewritten after every node count so that an interrupted sweep keeps what it measured.
+        let written = write_figures(&out, &rows)?;
+        if rows.len() == args.nodes.0.len() {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+        }
     }
+    Ok(())
+}
+
+/// Writes `experiment.csv` and both plots for the rows so far; returns the paths written.
+fn write_figures(out: &Path, rows: &[ExperimentRow]) -> Result<Vec<std::path::PathBuf>, WriteError> {
     let csv_path = out.join("experiment.csv");
     let err = |e: &dyn std::fmt::Display| WriteError { path: csv_path.clone(), message: e.to_string() };
     let mut csv = csv::Writer::from_path(&csv_path).map_err(|e| err(&e))?;
-    for r in &rows {
+    for r in rows {
         csv.serialize(r).map_err(|e| err(&e))?;
     }
     csv.flush().map_err(|e| err(&e))?;
-    println!("wrote {}", csv_path.display());
-    for path in plot(&out, &rows)? {
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    let mut written = vec![csv_path.clone()];
+    written.extend(plot(out, rows)?);
+    Ok(written)
 }
 
 fn row(nodes: u16, epochs: &[crate::trainer::EpochReport], traffic: &[NodeTraffic]) -> ExperimentRow {
