@@ -11,8 +11,8 @@
 mod arch;
 mod bsp;
 mod drivers;
+mod log;
 
-use core::fmt::Write;
 use core::panic::PanicInfo;
 
 use drivers::pl011::Pl011;
@@ -22,29 +22,27 @@ use kernels::{Fixed, Footprint, MxLenet};
 #[no_mangle]
 extern "C" fn kernel_init() -> ! {
     // SAFETY: the PL011 is at this address on the BCM2837, the MMU is off (all accesses are device
-    // accesses), and only this code drives UART0.
-    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
-    uart.init();
+    // accesses), and no other core runs yet; from here on only the defmt logger drives UART0.
+    unsafe { Pl011::new(bsp::rpi3::PL011_BASE) }.init();
     arch::aarch64::exception::install();
     // SAFETY: core 0 only (the others are parked), MMU still off, called once.
     unsafe { arch::aarch64::mmu::enable() };
-    kernel_main(&mut uart)
+    kernel_main()
 }
 
 /// The safe part of the boot.
-fn kernel_main(uart: &mut Pl011) -> ! {
+fn kernel_main() -> ! {
     let el = current_el();
     let footprint = Footprint::of::<MxLenet, Fixed>().total(4);
-    let _ = writeln!(uart, "pitrain firmware {}: booted in EL{el}", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(uart, "MxLenet needs {footprint} bytes of static memory on four cores");
+    defmt::info!("pitrain firmware {=str}: booted in EL{=u64}", env!("CARGO_PKG_VERSION"), el);
+    defmt::info!("MxLenet needs {=usize} bytes of static memory on four cores", footprint);
     let mmu = if arch::aarch64::mmu::is_enabled() { "on" } else { "off" };
-    let _ = writeln!(uart, "MMU and caches {mmu}");
+    defmt::info!("MMU and caches {=str}", mmu);
     let check = self_check();
-    let _ = writeln!(uart, "kernels self-check: {check}");
-    report_timers(uart);
-    uart.flush();
+    defmt::info!("kernels self-check: {=str}", check);
+    report_timers();
     if cfg!(feature = "selftest-fault") {
-        let _ = writeln!(uart, "self-test: executing brk #0x42");
+        defmt::info!("self-test: executing brk #0x42");
         // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).
         unsafe { core::arch::asm!("brk #0x42", options(nomem, nostack)) };
     }
@@ -57,21 +55,21 @@ fn kernel_main(uart: &mut Pl011) -> ! {
 }
 
 /// Times a 10 ms delay of each timer with the other one, so a test can check that they agree.
-fn report_timers(uart: &mut Pl011) {
+fn report_timers() {
     use embedded_hal::delay::DelayNs;
     let mut generic = arch::aarch64::timer::GenericTimer::new();
     // SAFETY: the system timer is at this address on the BCM2837 and mapped as device memory; the
     // driver only reads it.
     let mut system = unsafe { drivers::system_timer::SystemTimer::new(bsp::rpi3::SYSTEM_TIMER_BASE) };
-    let _ = writeln!(uart, "generic timer at {} Hz", generic.hz());
+    defmt::info!("generic timer at {=u64} Hz", generic.hz());
     let start = system.now_us();
     generic.delay_ms(10);
     let by_generic = system.now_us() - start;
     let start = generic.now_us();
     system.delay_ms(10);
     let by_system = generic.now_us() - start;
-    let _ = writeln!(uart, "10 ms by the generic timer = {by_generic} us by the system timer");
-    let _ = writeln!(uart, "10 ms by the system timer = {by_system} us by the generic timer");
+    defmt::info!("10 ms by the generic timer = {=u64} us by the system timer", by_generic);
+    defmt::info!("10 ms by the system timer = {=u64} us by the generic timer", by_system);
 }
 
 /// A little fixed-point work that needs the MMU (the compiler emits unaligned and NEON accesses,
@@ -87,14 +85,6 @@ fn self_check() -> &'static str {
     }
 }
 
-/// Writes one line about an exception to the UART (called by the exception vectors).
-pub fn report_exception(message: core::fmt::Arguments<'_>) {
-    // SAFETY: the exception handler has stopped everything else that could use the UART.
-    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
-    let _ = writeln!(uart, "{message}");
-    uart.flush();
-}
-
 fn current_el() -> u64 {
     let el: u64;
     // SAFETY: reading CurrentEL has no side effects.
@@ -104,9 +94,6 @@ fn current_el() -> u64 {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    // SAFETY: as in kernel_init; a panic ends all other use of the UART.
-    let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
-    let _ = writeln!(uart, "panic: {info}");
-    uart.flush();
+    defmt::error!("panic: {}", defmt::Display2Format(info));
     arch::aarch64::semihosting::exit(101)
 }

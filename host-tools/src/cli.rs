@@ -42,6 +42,24 @@ pub enum Command {
     /// Boot the firmware in QEMU's raspi3b machine.
     #[command(subcommand)]
     Qemu(QemuCommand),
+    /// Decode a node's defmt log, from a serial device or a capture, with the firmware's ELF.
+    Logs(LogsArgs),
+}
+
+/// `pitrain logs ...`
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The firmware ELF that is running (its defmt table decodes the log).
+    #[arg(long)]
+    pub elf: PathBuf,
+    /// Read from this serial device (a USB-UART adapter on GPIO14/15), until Ctrl-C.
+    #[arg(long, conflicts_with = "capture")]
+    pub serial: Option<String>,
+    /// Serial speed.
+    #[arg(long, default_value_t = 115_200, requires = "serial")]
+    pub baud: u32,
+    /// A capture of the UART output (e.g. QEMU's `-serial file:uart.bin`); `-` for standard input.
+    pub capture: Option<PathBuf>,
 }
 
 /// `pitrain firmware ...`
@@ -69,6 +87,9 @@ pub enum QemuCommand {
         /// Deterministic instruction counting (-icount shift=0,sleep=off).
         #[arg(long)]
         icount: bool,
+        /// The ELF whose defmt table decodes the log [default: `firmware` beside the image].
+        #[arg(long)]
+        elf: Option<PathBuf>,
     },
 }
 
@@ -244,6 +265,9 @@ pub enum CliError {
     /// Building or booting the firmware failed.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// A log could not be decoded.
+    #[error(transparent)]
+    Logs(#[from] crate::logs::LogError),
     /// The firmware ended with a failure status.
     #[error("the firmware exited with status {0}")]
     GuestExit(i32),
@@ -265,25 +289,57 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             println!("ELF:   {}\nimage: {}", image.elf.display(), image.image.display());
             Ok(())
         }
-        Command::Qemu(QemuCommand::Run { kernel, timeout, icount }) => {
+        Command::Qemu(QemuCommand::Run { kernel, timeout, icount, elf }) => {
             if !(timeout.is_finite() && timeout > 0.0) {
                 return Err(CliError::Unsupported(format!("--timeout must be positive, got {timeout}")));
             }
-            let kernel = match kernel {
+            let image = match kernel {
                 Some(k) if k.is_file() => k,
                 Some(k) => {
                     return Err(CliError::Unsupported(format!("no firmware image at {}", k.display())))
                 }
                 None => qemu::build_firmware(&qemu::workspace_dir().join("target"), &[])?.image,
             };
-            let run = qemu::run(&kernel, std::time::Duration::from_secs_f64(timeout), icount)?;
-            use std::io::Write as _;
-            let _ = std::io::stdout().write_all(&run.serial);
+            let elf = elf.unwrap_or_else(|| image.with_file_name("firmware"));
+            let table = crate::logs::LogTable::load(&elf)?;
+            let mut stream = table.stream();
+            let boot = qemu::Boot {
+                timeout: std::time::Duration::from_secs_f64(timeout),
+                icount,
+                ..qemu::Boot::new(&image)
+            };
+            let run = boot.run(|bytes| {
+                for line in stream.feed(bytes) {
+                    println!("{line}");
+                }
+            })?;
+            if stream.malformed > 0 {
+                eprintln!(
+                    "note: {} log frames did not decode (is {} the ELF of this image?)",
+                    stream.malformed,
+                    elf.display()
+                );
+            }
             if run.status == 0 {
                 Ok(())
             } else {
                 Err(CliError::GuestExit(run.status))
             }
+        }
+        Command::Logs(args) => {
+            let table = crate::logs::LogTable::load(&args.elf)?;
+            let source = match (args.serial, args.capture) {
+                (Some(device), _) => crate::logs::LogSource::Serial { device, baud: args.baud },
+                (None, Some(path)) => crate::logs::LogSource::File(path),
+                (None, None) => crate::logs::LogSource::File("-".into()),
+            };
+            let malformed = crate::logs::follow(&table, &source, |line| println!("{line}"))?;
+            if malformed > 0 {
+                eprintln!(
+                    "note: {malformed} log frames did not decode (is this the ELF of the running firmware?)"
+                );
+            }
+            Ok(())
         }
         Command::Data(DataCommand::Fetch { url, dir }) => {
             let dir = dir.unwrap_or_else(mnist::default_cache_dir);

@@ -6,12 +6,14 @@
 //! - [`results`]: CSV, JSON and safetensors output.
 //! - [`cluster`]: the UDP master and simulated nodes.
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
+//! - [`logs`]: decoding the firmware's defmt log.
 //! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod cluster;
 pub mod experiment;
 pub mod fetch;
+pub mod logs;
 pub mod mnist;
 pub mod qemu;
 pub mod results;

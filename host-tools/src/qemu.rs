@@ -32,8 +32,10 @@ pub enum QemuError {
         detail: String,
     },
     /// QEMU did not end in time.
-    #[error("QEMU did not finish within {0:?}; the firmware's output so far:\n{1}")]
-    Timeout(Duration, String),
+    #[error(
+        "QEMU did not finish within {0:?} (the firmware had written {1} bytes to its UART); it was stopped"
+    )]
+    Timeout(Duration, usize),
 }
 
 /// A built firmware.
@@ -106,46 +108,104 @@ pub struct QemuRun {
     pub serial: Vec<u8>,
 }
 
-/// Boots `image` on a raspi3b with semihosting, collecting the UART output, for at most `timeout`.
-/// `icount` runs deterministically (`-icount shift=0,sleep=off`).
-pub fn run(image: &Path, timeout: Duration, icount: bool) -> Result<QemuRun, QemuError> {
-    let mut command = Command::new("qemu-system-aarch64");
-    command
-        .args(["-M", "raspi3b", "-display", "none", "-monitor", "none", "-serial", "stdio", "-semihosting"])
-        .args(["-no-reboot", "-kernel"])
-        .arg(image)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if icount {
-        command.args(["-icount", "shift=0,sleep=off"]);
+/// One node's boot: the raw image, what to place in RAM beside it, and how to run.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// The raw `kernel8.img`.
+    pub image: PathBuf,
+    /// Files placed in guest RAM before boot (`-device loader`), with their addresses.
+    pub load: Vec<(PathBuf, u64)>,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Deterministic: `-icount shift=0,sleep=off`.
+    pub icount: bool,
+}
+
+impl Boot {
+    /// Boots `image` alone, deterministically, with a generous timeout.
+    pub fn new(image: &Path) -> Boot {
+        Boot { image: image.to_path_buf(), load: Vec::new(), timeout: Duration::from_secs(120), icount: true }
     }
-    let mut child = command.spawn().map_err(|_| QemuError::Missing {
-        tool: "qemu-system-aarch64".into(),
-        hint: "Debian: apt-get install -t bookworm-backports qemu-system-arm (.ci/run does this)",
-    })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| QemuError::Failed { command: "qemu".into(), detail: e.to_string() })?
-        {
-            break status;
+
+    /// Boots on a raspi3b with semihosting and collects the UART output; `on_output` sees it as it
+    /// arrives.
+    pub fn run(&self, mut on_output: impl FnMut(&[u8])) -> Result<QemuRun, QemuError> {
+        let mut command = Command::new("qemu-system-aarch64");
+        command
+            .args(["-M", "raspi3b", "-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-semihosting", "-no-reboot", "-kernel"])
+            .arg(&self.image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (file, address) in &self.load {
+            let mut arg = std::ffi::OsString::from("loader,file=");
+            arg.push(file);
+            arg.push(format!(",addr={address:#x},force-raw=on"));
+            command.arg("-device").arg(arg);
         }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            let serial = reader.join().unwrap_or_default();
-            return Err(QemuError::Timeout(timeout, String::from_utf8_lossy(&serial).into_owned()));
+        if self.icount {
+            command.args(["-icount", "shift=0,sleep=off"]);
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let serial = reader.join().unwrap_or_default();
-    Ok(QemuRun { status: status.code().unwrap_or(-1), serial })
+        let mut child = command.spawn().map_err(|_| QemuError::Missing {
+            tool: "qemu-system-aarch64".into(),
+            hint: "Debian: apt-get install -t bookworm-backports qemu-system-arm (.ci/run does this)",
+        })?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let (chunks, arrivals) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+                if chunks.send(buffer[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let complaints = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let started = Instant::now();
+        let mut serial = Vec::new();
+        let mut take = |chunk: Vec<u8>, serial: &mut Vec<u8>| {
+            on_output(&chunk);
+            serial.extend_from_slice(&chunk);
+        };
+        let status = loop {
+            match arrivals.recv_timeout(Duration::from_millis(20)) {
+                Ok(chunk) => take(chunk, &mut serial),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // QEMU closed its output: it is exiting.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break child.wait().map_err(|e| QemuError::Failed {
+                        command: "qemu-system-aarch64".into(),
+                        detail: e.to_string(),
+                    })?;
+                }
+            }
+            if started.elapsed() > self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = reader.join();
+                while let Ok(chunk) = arrivals.try_recv() {
+                    take(chunk, &mut serial);
+                }
+                return Err(QemuError::Timeout(self.timeout, serial.len()));
+            }
+        };
+        let _ = reader.join();
+        while let Ok(chunk) = arrivals.try_recv() {
+            take(chunk, &mut serial);
+        }
+        let complaints = complaints.join().unwrap_or_default();
+        if status.code().is_none() || (serial.is_empty() && !complaints.trim().is_empty()) {
+            return Err(QemuError::Failed {
+                command: "qemu-system-aarch64".into(),
+                detail: format!("{status}: {}", complaints.trim()),
+            });
+        }
+        Ok(QemuRun { status: status.code().unwrap_or(-1), serial })
+    }
 }

@@ -69,6 +69,10 @@ fn bad_input_gives_clear_errors() {
     fails_cleanly(&["train", "--model", "resnet"], "invalid value 'resnet'");
     fails_cleanly(&["train", "--epochs", "many"], "invalid value 'many'");
     fails_cleanly(&["data", "verify", "--data", empty], "not found");
+    let not_elf = std::path::Path::new(empty).join("kernel8.img");
+    std::fs::write(&not_elf, [0u8; 64]).unwrap();
+    fails_cleanly(&["logs", "--elf", not_elf.to_str().unwrap()], "not an ELF with a defmt table");
+    fails_cleanly(&["logs", "--elf", "/nonexistent/firmware"], "cannot read the firmware ELF");
 }
 
 #[test]

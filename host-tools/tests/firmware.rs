@@ -1,9 +1,20 @@
-//! The firmware in QEMU raspi3b, booted from its raw kernel8.img: it reports over the UART in EL1 and
-//! ends the run through semihosting; exceptions are reported and halt.
+//! The firmware in QEMU raspi3b, booted from its raw kernel8.img: it logs (defmt over the UART,
+//! decoded here with the ELF's table) in EL1 and ends the run through semihosting; exceptions are
+//! logged and halt.
 
-use std::time::Duration;
+use pitrain::logs::LogTable;
+use pitrain::qemu::{build_firmware, workspace_dir, Boot, FirmwareImage};
 
-use pitrain::qemu::{build_firmware, run, workspace_dir};
+/// Boots `image` under -icount and returns the exit status and the decoded log as text, one line
+/// per frame.
+fn boot(image: &FirmwareImage) -> (i32, String) {
+    let run = Boot::new(&image.image).run(|_| {}).expect("QEMU runs");
+    let table = LogTable::load(&image.elf).expect("the ELF has a defmt table");
+    let (lines, malformed) = table.decode_all(&run.serial);
+    let text: String = lines.iter().map(|l| format!("{} {}\n", l.level, l.message)).collect();
+    assert_eq!(malformed, 0, "every frame decodes:\n{text}");
+    (run.status, text)
+}
 
 #[test]
 fn firmware_boots_in_qemu_raspi3b() {
@@ -11,28 +22,26 @@ fn firmware_boots_in_qemu_raspi3b() {
     let image = build_firmware(&target, &[]).expect("the firmware builds");
     let size = std::fs::metadata(&image.image).unwrap().len();
     assert!(size > 1000 && size < 1 << 20, "kernel8.img of {size} bytes");
-    let out = run(&image.image, Duration::from_secs(60), true).expect("QEMU runs");
-    let serial = String::from_utf8_lossy(&out.serial);
-    assert!(serial.contains("booted in EL1"), "{serial}");
-    assert!(serial.contains("MxLenet needs 19924112 bytes"), "{serial}");
-    assert!(serial.contains("MMU and caches on"), "{serial}");
-    assert!(serial.contains("kernels self-check: ok"), "{serial}");
+    let (status, log) = boot(&image);
+    assert!(log.contains("INFO pitrain firmware 0.1.0: booted in EL1\n"), "{log}");
+    assert!(log.contains("MxLenet needs 19924112 bytes"), "{log}");
+    assert!(log.contains("MMU and caches on"), "{log}");
+    assert!(log.contains("kernels self-check: ok"), "{log}");
     // Under -icount both timers follow the same virtual clock: the delays agree exactly.
-    assert!(serial.contains("generic timer at 62500000 Hz"), "{serial}");
-    assert!(serial.contains("10 ms by the generic timer = 10000 us by the system timer"), "{serial}");
-    assert!(serial.contains("10 ms by the system timer = 10000 us by the generic timer"), "{serial}");
-    assert_eq!(out.status, 0, "{serial}");
+    assert!(log.contains("generic timer at 62500000 Hz"), "{log}");
+    assert!(log.contains("10 ms by the generic timer = 10000 us by the system timer"), "{log}");
+    assert!(log.contains("10 ms by the system timer = 10000 us by the generic timer"), "{log}");
+    assert_eq!(status, 0, "{log}");
 }
 
-/// An exception is reported with its class, ESR and ELR, and the core halts; under QEMU the run ends
+/// An exception is logged with its class, ESR and ELR, and the core halts; under QEMU the run ends
 /// with status 2.
 #[test]
 fn exceptions_are_reported() {
     let target = workspace_dir().join("target").join("firmware-test-fault");
     let image = build_firmware(&target, &["selftest-fault"]).expect("the firmware builds");
-    let out = run(&image.image, Duration::from_secs(60), true).expect("QEMU runs");
-    let serial = String::from_utf8_lossy(&out.serial);
-    assert!(serial.contains("exception: synchronous (BRK instruction), EC 0x3c, ESR 0xf2000042"), "{serial}");
-    assert!(serial.contains("ELR 0x8"), "{serial}");
-    assert_eq!(out.status, 2, "{serial}");
+    let (status, log) = boot(&image);
+    assert!(log.contains("ERROR exception: synchronous (BRK instruction), EC 0x3c, ESR 0xf2000042"), "{log}");
+    assert!(log.contains("ELR 0x8"), "{log}");
+    assert_eq!(status, 2, "{log}");
 }

@@ -1,4 +1,4 @@
-//! Exception vectors: any exception is reported over the UART (its class, ESR, ELR and FAR) and the
+//! Exception vectors: any exception is logged (defmt, over the UART) (its class, ESR, ELR and FAR) and the
 //! core halts. Nothing is recoverable yet, so no register state is saved.
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -75,14 +75,14 @@ extern "C" fn exception_entry(entry: u64) -> ! {
         );
     }
     let ec = (esr >> 26) & 0x3f;
-    crate::report_exception(format_args!(
-        "exception: {} ({}), EC {:#04x}, ESR {:#010x}, ELR {:#x}, FAR {:#x}; halting",
+    defmt::error!(
+        "exception: {=str} ({=str}), EC {=u64:#04x}, ESR {=u64:#010x}, ELR {=u64:#x}, FAR {=u64:#x}; halting",
         KINDS[(entry % 4) as usize],
         class_name(ec),
         ec,
         esr,
         elr,
         far
-    ));
+    );
     super::semihosting::exit(2)
 }

@@ -13,3 +13,9 @@ pub fn park() -> ! {
         unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
     }
 }
+
+/// This core's number, 0 to 3 (MPIDR_EL1.Aff0 on the Cortex-A53 cluster).
+pub fn core_id() -> usize {
+    use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+    (MPIDR_EL1.get() & 3) as usize
+}
