@@ -44,6 +44,58 @@ pub enum Command {
     Qemu(QemuCommand),
     /// Decode a node's defmt log, from a serial device or a capture, with the firmware's ELF.
     Logs(LogsArgs),
+    /// Write node blobs: each node's shard of MNIST with its training settings, for the firmware.
+    Shard(ShardArgs),
+}
+
+/// `pitrain shard ...`
+#[derive(Debug, clap::Args)]
+pub struct ShardArgs {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u16,
+    /// Which node's blob to write (0-based).
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    pub node: Option<u16>,
+    /// Write every node's blob, as node-K.blob in the --out directory.
+    #[arg(long)]
+    pub all: bool,
+    /// How the training set is divided between nodes.
+    #[arg(long, value_enum, default_value_t = Layout::Contiguous)]
+    pub shard_layout: Layout,
+    /// Cores the node trains on (1 to 4).
+    #[arg(long, default_value_t = 4)]
+    pub cores: u8,
+    /// The blob file (with --all: a directory).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Network to train.
+    #[arg(long, value_enum, default_value_t = ModelKind::Mxlenet)]
+    pub model: ModelKind,
+    /// Passes over the shard.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Samples per step.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay (weights only, not biases).
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    /// Seed of the initial weights and the sample order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Cut the shards from the first N training images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Directory with the MNIST files [default: $MNIST_DIR, then the download cache].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
 }
 
 /// `pitrain logs ...`
@@ -265,6 +317,9 @@ pub enum CliError {
     /// Building or booting the firmware failed.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// A node blob could not be made.
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
     /// A log could not be decoded.
     #[error(transparent)]
     Logs(#[from] crate::logs::LogError),
@@ -326,6 +381,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Err(CliError::GuestExit(run.status))
             }
         }
+        Command::Shard(args) => shard(args),
         Command::Logs(args) => {
             let table = crate::logs::LogTable::load(&args.elf)?;
             let source = match (args.serial, args.capture) {
@@ -404,6 +460,64 @@ pub enum Layout {
     Contiguous,
     /// Node k holds every n-th sample from k.
     Strided,
+}
+
+impl From<Layout> for ShardLayout {
+    fn from(layout: Layout) -> ShardLayout {
+        match layout {
+            Layout::Contiguous => ShardLayout::Contiguous,
+            Layout::Strided => ShardLayout::Strided,
+        }
+    }
+}
+
+fn shard(args: ShardArgs) -> Result<(), CliError> {
+    let config = TrainConfig {
+        model: args.model,
+        arith: ArithKind::Fixed,
+        epochs: args.epochs,
+        batch: args.batch,
+        sgd: SgdConfigRecord {
+            learning_rate: args.lr,
+            momentum: args.momentum,
+            weight_decay: args.weight_decay,
+        },
+        seed: args.seed,
+        limit: args.limit,
+        ..TrainConfig::default()
+    };
+    config.validate()?;
+    let dir = mnist::locate(args.data.as_deref())?;
+    let data = Mnist::load(&dir)?;
+    let layout = args.shard_layout.into();
+    let nodes: Vec<(u16, PathBuf)> = match args.node {
+        Some(k) => vec![(k, args.out.clone())],
+        None => (0..args.nodes).map(|k| (k, args.out.join(format!("node-{k}.blob")))).collect(),
+    };
+    for (k, path) in nodes {
+        let key = [0; 32];
+        let bytes = crate::shard::node_blob(
+            &data,
+            &config,
+            args.nodes,
+            k,
+            layout,
+            args.cores,
+            Default::default(),
+            key,
+        )?;
+        crate::shard::write_blob(&path, &bytes)?;
+        let blob = protocol::blob::Blob::new_checked(&bytes[..]).expect("a blob just written checks");
+        println!(
+            "node {k} of {}: {} samples, {} bytes, shard hash {:016x} -> {}",
+            args.nodes,
+            blob.samples(),
+            bytes.len(),
+            blob.shard_hash(),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn train(args: TrainArgs) -> Result<(), CliError> {
@@ -535,10 +649,7 @@ impl RunArgs {
             step_deadline: std::time::Duration::from_secs_f64(self.step_deadline),
             mode: self.mode(default_mode),
             sync_period: self.sync_period,
-            layout: match self.shard_layout {
-                Layout::Contiguous => ShardLayout::Contiguous,
-                Layout::Strided => ShardLayout::Strided,
-            },
+            layout: self.shard_layout.into(),
             ..ClusterConfig::new(train, nodes)
         })
     }

@@ -6,6 +6,7 @@
 //! - [`results`]: CSV, JSON and safetensors output.
 //! - [`cluster`]: the UDP master and simulated nodes.
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
+//! - [`shard`]: node blobs for the firmware.
 //! - [`logs`]: decoding the firmware's defmt log.
 //! - [`cli`]: the command line.
 
@@ -17,4 +18,5 @@ pub mod logs;
 pub mod mnist;
 pub mod qemu;
 pub mod results;
+pub mod shard;
 pub mod trainer;

@@ -2,6 +2,7 @@
 //! `pitrain` (master and simulated nodes).
 //!
 //! - [`wire`]: zero-copy datagram parsing and emitting.
+//! - [`blob`]: the node blob: a shard of MNIST and the node settings, loaded beside the firmware.
 //! - [`auth`]: HMAC-SHA256 authentication under the cluster key, and replay windows.
 //! - [`transfer`]: large tensors in chunks, with selective repeat.
 //! - [`codec`]: the model and gradient encodings.
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod blob;
 pub mod codec;
 pub mod fault;
 pub mod node;
