@@ -12,9 +12,10 @@ mod arch;
 mod bsp;
 mod drivers;
 
-use core::fmt::Write;
+use core::fmt::{self, Display, Write};
 use core::panic::PanicInfo;
 
+use drivers::mailbox::{Clock, MailboxError};
 use drivers::pl011::Pl011;
 use kernels::{Fixed, Footprint, MxLenet};
 
@@ -24,6 +25,9 @@ extern "C" fn kernel_init() -> ! {
     // SAFETY: the PL011 is at this address on the BCM2837, the MMU is off (all accesses are device
     // accesses), and only this code drives UART0.
     let mut uart = unsafe { Pl011::new(bsp::rpi3::PL011_BASE) };
+    // SAFETY: the GPIO block is at this address on the BCM2837, the MMU is off, and nothing else
+    // drives it yet.
+    unsafe { drivers::gpio::Gpio::new(bsp::rpi3::GPIO_BASE) }.route_uart0();
     uart.init();
     arch::aarch64::exception::install();
     // SAFETY: core 0 only (the others are parked), MMU still off, called once.
@@ -42,6 +46,7 @@ fn kernel_main(uart: &mut Pl011) -> ! {
     let check = self_check();
     let _ = writeln!(uart, "kernels self-check: {check}");
     report_timers(uart);
+    report_board(uart);
     uart.flush();
     if cfg!(feature = "selftest-fault") {
         let _ = writeln!(uart, "self-test: executing brk #0x42");
@@ -72,6 +77,75 @@ fn report_timers(uart: &mut Pl011) {
     let by_system = generic.now_us() - start;
     let _ = writeln!(uart, "10 ms by the generic timer = {by_generic} us by the system timer");
     let _ = writeln!(uart, "10 ms by the system timer = {by_system} us by the generic timer");
+}
+
+/// Asks the GPU firmware what board this is and switches the activity LED on.
+fn report_board(uart: &mut Pl011) {
+    use embedded_hal::digital::OutputPin;
+    // SAFETY: the mailbox and GPIO blocks are at these addresses on the BCM2837 and mapped as device
+    // memory; nothing else uses them now (`kernel_init` is done with the GPIO), and this is the only
+    // `Mailbox`.
+    let (mut mailbox, gpio) = unsafe {
+        (
+            drivers::mailbox::Mailbox::new(bsp::rpi3::MAILBOX_BASE),
+            drivers::gpio::Gpio::new(bsp::rpi3::GPIO_BASE),
+        )
+    };
+    let revision = mailbox.board_revision();
+    let _ = writeln!(
+        uart,
+        "board: model {}, revision {}, serial {}, MAC {}, ARM memory {}, ARM clock {}, core clock {}, UART clock {}",
+        Answer(mailbox.board_model().map(Hex)),
+        Answer(revision),
+        Answer(mailbox.board_serial().map(Hex)),
+        Answer(mailbox.mac_address()),
+        Answer(mailbox.arm_memory()),
+        Answer(mailbox.clock_rate(Clock::Arm).map(Hz)),
+        Answer(mailbox.clock_rate(Clock::Core).map(Hz)),
+        Answer(mailbox.clock_rate(Clock::Uart).map(Hz)),
+    );
+    let led = revision
+        .map_err(drivers::activity_led::LedError::Mailbox)
+        .and_then(|revision| drivers::activity_led::ActivityLed::new(revision, &gpio, &mut mailbox))
+        .and_then(|mut led| led.set_high());
+    match led {
+        Ok(()) => {
+            let _ = writeln!(uart, "activity LED: on");
+        }
+        Err(error) => {
+            let _ = writeln!(uart, "activity LED: {error}");
+        }
+    }
+}
+
+/// A mailbox answer, or why there is none.
+struct Answer<T>(Result<T, MailboxError>);
+
+impl<T: Display> Display for Answer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Ok(value) => value.fmt(f),
+            Err(error) => write!(f, "unknown ({error})"),
+        }
+    }
+}
+
+/// A number in hex.
+struct Hex<T>(T);
+
+impl<T: fmt::LowerHex> Display for Hex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A clock rate.
+struct Hz(u32);
+
+impl Display for Hz {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} Hz", self.0)
+    }
 }
 
 /// A little fixed-point work that needs the MMU (the compiler emits unaligned and NEON accesses,
