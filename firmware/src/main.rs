@@ -13,14 +13,19 @@ mod bsp;
 mod drivers;
 mod log;
 
+use core::fmt::{self, Display};
 use core::panic::PanicInfo;
 
+use drivers::mailbox::{Clock, MailboxError};
 use drivers::pl011::Pl011;
 use kernels::{Fixed, Footprint, MxLenet};
 
 /// Called by `_start` on core 0 in EL1 with a stack and a zeroed `.bss`.
 #[no_mangle]
 extern "C" fn kernel_init() -> ! {
+    // SAFETY: the GPIO block is at this address on the BCM2837, the MMU is off, and nothing else
+    // drives it yet.
+    unsafe { drivers::gpio::Gpio::new(bsp::rpi3::GPIO_BASE) }.route_uart0();
     // SAFETY: the PL011 is at this address on the BCM2837, the MMU is off (all accesses are device
     // accesses), and no other core runs yet; from here on only the defmt logger drives UART0.
     unsafe { Pl011::new(bsp::rpi3::PL011_BASE) }.init();
@@ -41,6 +46,7 @@ fn kernel_main() -> ! {
     let check = self_check();
     defmt::info!("kernels self-check: {=str}", check);
     report_timers();
+    report_board();
     if cfg!(feature = "selftest-fault") {
         defmt::info!("self-test: executing brk #0x42");
         // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).
@@ -70,6 +76,71 @@ fn report_timers() {
     let by_system = generic.now_us() - start;
     defmt::info!("10 ms by the generic timer = {=u64} us by the system timer", by_generic);
     defmt::info!("10 ms by the system timer = {=u64} us by the generic timer", by_system);
+}
+
+/// Asks the GPU firmware what board this is and switches the activity LED on.
+fn report_board() {
+    use embedded_hal::digital::OutputPin;
+    // SAFETY: the mailbox and GPIO blocks are at these addresses on the BCM2837 and mapped as device
+    // memory; nothing else uses them now (`kernel_init` is done with the GPIO), and this is the only
+    // `Mailbox`.
+    let (mut mailbox, gpio) = unsafe {
+        (
+            drivers::mailbox::Mailbox::new(bsp::rpi3::MAILBOX_BASE),
+            drivers::gpio::Gpio::new(bsp::rpi3::GPIO_BASE),
+        )
+    };
+    let revision = mailbox.board_revision();
+    use defmt::Display2Format as Text;
+    defmt::info!(
+        "board: model {}, revision {}, serial {}, MAC {}, ARM memory {}, ARM clock {}, core clock {}, UART clock {}",
+        Text(&Answer(mailbox.board_model().map(Hex))),
+        Text(&Answer(revision)),
+        Text(&Answer(mailbox.board_serial().map(Hex))),
+        Text(&Answer(mailbox.mac_address())),
+        Text(&Answer(mailbox.arm_memory())),
+        Text(&Answer(mailbox.clock_rate(Clock::Arm).map(Hz))),
+        Text(&Answer(mailbox.clock_rate(Clock::Core).map(Hz))),
+        Text(&Answer(mailbox.clock_rate(Clock::Uart).map(Hz))),
+    );
+    let led = revision
+        .map_err(drivers::activity_led::LedError::Mailbox)
+        .and_then(|revision| drivers::activity_led::ActivityLed::new(revision, &gpio, &mut mailbox))
+        .and_then(|mut led| led.set_high());
+    match led {
+        Ok(()) => defmt::info!("activity LED: on"),
+        Err(error) => defmt::warn!("activity LED: {}", Text(&error)),
+    }
+}
+
+/// A mailbox answer, or why there is none.
+struct Answer<T>(Result<T, MailboxError>);
+
+impl<T: Display> Display for Answer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Ok(value) => value.fmt(f),
+            Err(error) => write!(f, "unknown ({error})"),
+        }
+    }
+}
+
+/// A number in hex.
+struct Hex<T>(T);
+
+impl<T: fmt::LowerHex> Display for Hex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// A clock rate.
+struct Hz(u32);
+
+impl Display for Hz {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} Hz", self.0)
+    }
 }
 
 /// A little fixed-point work that needs the MMU (the compiler emits unaligned and NEON accesses,

@@ -1,4 +1,7 @@
 //! Peripheral drivers, one module each, with their registers typed.
 
+pub mod activity_led;
+pub mod gpio;
+pub mod mailbox;
 pub mod pl011;
 pub mod system_timer;

@@ -1,8 +1,8 @@
 //! MMU and caches: an identity map of the 4 GiB physical space with 4 KiB granules and 2 MiB blocks.
 //!
 //! - RAM below the peripherals (0 .. 0x3F00_0000) is normal memory, write-back cacheable, inner
-//!   shareable; the 2 MiB `.dma` block is normal *non-cacheable* memory for buffers the USB
-//!   controller reads and writes, so they need no cache maintenance.
+//!   shareable; the `.dma` section (whole 2 MiB blocks) is normal *non-cacheable* memory for
+//!   buffers the GPU and the USB controller read and write, so they need no cache maintenance.
 //! - The BCM2837 peripherals (0x3F00_0000 .. 0x4000_0000) and the ARM local peripherals above 1 GiB
 //!   are Device-nGnRnE, never executable.
 //!
@@ -39,19 +39,26 @@ struct Table([u64; 512]);
 static mut LEVEL1: Table = Table([0; 512]);
 static mut LEVEL2: Table = Table([0; 512]);
 
-/// Buffers for DMA: the one 2 MiB block mapped non-cacheable.
+/// Buffers for DMA: a 2 MiB block mapped non-cacheable (as is everything in `.dma`).
 #[repr(C, align(0x200000))]
 pub struct DmaRegion(pub [u8; BLOCK]);
 
-/// The DMA region (zeroed at boot with `.bss`-like NOLOAD placement).
+/// The DMA region (`.dma` is NOLOAD: not part of the image, and not zeroed at boot).
+#[allow(dead_code, reason = "the USB driver's buffers; unused until that driver lands")]
 #[link_section = ".dma"]
 pub static mut DMA_REGION: DmaRegion = DmaRegion([0; BLOCK]);
 
+extern "C" {
+    /// Bounds of the `.dma` section, 2 MiB aligned (linker script).
+    static __dma_start: u8;
+    static __dma_end: u8;
+}
+
 /// The block descriptor for the 2 MiB block at `base`.
-fn block(base: usize, dma_block: usize) -> u64 {
+fn block(base: usize, dma: &core::ops::Range<usize>) -> u64 {
     let attributes = if base >= PERIPHERAL_BASE {
         (ATTR_DEVICE << 2) | PXN | UXN
-    } else if base == dma_block {
+    } else if dma.contains(&base) {
         (ATTR_NORMAL_NC << 2) | INNER_SHAREABLE | PXN | UXN
     } else {
         (ATTR_NORMAL << 2) | INNER_SHAREABLE
@@ -68,9 +75,9 @@ pub unsafe fn enable() {
     // SAFETY: single core, MMU off, nothing else references the tables yet (caller's contract).
     let (level1, level2) =
         unsafe { (&mut *core::ptr::addr_of_mut!(LEVEL1), &mut *core::ptr::addr_of_mut!(LEVEL2)) };
-    let dma_block = core::ptr::addr_of!(DMA_REGION) as usize;
+    let dma = core::ptr::addr_of!(__dma_start) as usize..core::ptr::addr_of!(__dma_end) as usize;
     for (i, entry) in level2.0.iter_mut().enumerate() {
-        *entry = block(i * BLOCK, dma_block);
+        *entry = block(i * BLOCK, &dma);
     }
     level1.0[0] = level2.0.as_ptr() as u64 | VALID_TABLE;
     // Above 1 GiB: the ARM local peripherals (0x4000_0000) and nothing else; device memory.
