@@ -1,9 +1,12 @@
 //! Raspberry Pi 3 node firmware.
 //!
-//! So far it boots (EL2 to EL1, FP on, stack, `.bss`), installs exception vectors, turns on the MMU
-//! and caches (identity map; a non-cacheable DMA block), checks that the fixed-point kernels run,
-//! reports over the PL011 UART and, under QEMU, ends the run through semihosting. The other drivers,
-//! defmt, four cores and local training come with the rest of the firmware-platform issue.
+//! It boots (EL2 to EL1, FP on, stack, `.bss`), installs exception vectors, turns on the MMU and
+//! caches (identity map; a non-cacheable DMA block), checks that the fixed-point kernels run, reports
+//! the board (mailbox) and its timers, then checks the node blob the boot loader placed at
+//! [`blob::LOAD_ADDRESS`], releases cores 1-3 and trains the blob's model on its shard for its epochs,
+//! all in static memory. Everything is logged with defmt over the PL011 UART. Under QEMU the run ends
+//! through semihosting with a status: 0 trained, 2 exception, 3 not in EL1, 4 self-check failed,
+//! 5 bad node blob, 6 shard too large, 101 panic.
 
 #![no_std]
 #![no_main]
@@ -12,12 +15,24 @@ mod arch;
 mod bsp;
 mod drivers;
 mod log;
+mod smp;
+mod training;
 
 use core::fmt::{self, Display};
 use core::panic::PanicInfo;
 
 use drivers::mailbox::{Clock, MailboxError};
 use drivers::pl011::Pl011;
+use protocol::blob::{self, Blob};
+
+/// Exit status (under QEMU, through semihosting): the firmware did not reach EL1.
+const EXIT_WRONG_EL: u32 = 3;
+/// Exit status: the kernels' self-check failed.
+const EXIT_SELF_CHECK: u32 = 4;
+/// Exit status: no valid node blob.
+const EXIT_BAD_BLOB: u32 = 5;
+/// Exit status: the blob's shard cannot be trained on.
+const EXIT_TRAINING: u32 = 6;
 use kernels::{Fixed, Footprint, MxLenet};
 
 /// Called by `_start` on core 0 in EL1 with a stack and a zeroed `.bss`.
@@ -33,6 +48,16 @@ extern "C" fn kernel_init() -> ! {
     // SAFETY: core 0 only (the others are parked), MMU still off, called once.
     unsafe { arch::aarch64::mmu::enable() };
     kernel_main()
+}
+
+/// Called by `_start_secondary` on cores 1-3 in EL1 with their own stacks, once core 0 has released
+/// them ([`smp::start_secondaries`]).
+#[no_mangle]
+extern "C" fn secondary_init(core: usize) -> ! {
+    arch::aarch64::exception::install();
+    // SAFETY: core 0 built the tables before releasing this core; this core's MMU is off.
+    unsafe { arch::aarch64::mmu::enable_on_this_core() };
+    smp::worker(core)
 }
 
 /// The safe part of the boot.
@@ -52,12 +77,69 @@ fn kernel_main() -> ! {
         // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).
         unsafe { core::arch::asm!("brk #0x42", options(nomem, nostack)) };
     }
-    let status = match (el, check) {
-        (1, "ok") => 0,
-        (1, _) => 4,
-        _ => 3,
+    if (el, check) != (1, "ok") {
+        arch::aarch64::semihosting::exit(if el == 1 { EXIT_SELF_CHECK } else { EXIT_WRONG_EL });
+    }
+    let blob = match node_blob() {
+        Ok(blob) => blob,
+        Err(error) => {
+            defmt::error!(
+                "node blob at {=usize:#x} refused: {=str}; halting",
+                blob::LOAD_ADDRESS,
+                error.as_str()
+            );
+            arch::aarch64::semihosting::exit(EXIT_BAD_BLOB)
+        }
     };
-    arch::aarch64::semihosting::exit(status)
+    let s = blob.settings();
+    defmt::info!(
+        "node {=u16} of {=u16}: {=usize} samples (shard hash {=u64:016x}), {=str}, {=u32} epochs, batch {=u32}, seed {=u64}, {=u8} cores",
+        s.node_id,
+        s.nodes,
+        blob.samples(),
+        blob.shard_hash(),
+        match s.model {
+            protocol::wire::ModelId::MxLenet => "MxLenet",
+            protocol::wire::ModelId::Lenet5 => "LeNet-5",
+        },
+        s.epochs,
+        s.batch,
+        s.seed,
+        s.cores
+    );
+    let online = if s.cores > 1 { smp::start_secondaries() } else { 1 };
+    let cores = (s.cores as usize).min(online);
+    defmt::info!("training on {=usize} of {=usize} cores", cores, online);
+    match training::train(&blob, cores) {
+        Ok(summary) => {
+            defmt::info!(
+                "trained {=u64} samples in {=u64} instructions ({=u64} per sample), weights {=u64:016x}",
+                summary.samples,
+                summary.instructions,
+                summary.instructions / summary.samples.max(1),
+                summary.weight_hash
+            );
+            defmt::info!("samples per core: {}", summary.per_core);
+            arch::aarch64::semihosting::exit(0)
+        }
+        Err(error) => {
+            defmt::error!("cannot train: {}", error);
+            arch::aarch64::semihosting::exit(EXIT_TRAINING)
+        }
+    }
+}
+
+/// The node blob the boot loader placed at [`blob::LOAD_ADDRESS`], checked.
+fn node_blob() -> Result<Blob<&'static [u8]>, blob::BlobError> {
+    const _: () = assert!(blob::LOAD_ADDRESS + blob::MAX_LEN <= bsp::rpi3::PERIPHERAL_BASE);
+    // SAFETY: the blob area is RAM that the firmware never writes (the linker script keeps the image
+    // below it); only the boot loader may have written it, before boot. Reading it is always defined:
+    // unloaded RAM just fails the checks.
+    let header = unsafe { core::slice::from_raw_parts(blob::LOAD_ADDRESS as *const u8, blob::HEADER_LEN) };
+    let len = blob::declared_len(header)?;
+    // SAFETY: as above; `declared_len` keeps `len` within MAX_LEN, which the assertion keeps in RAM.
+    let bytes = unsafe { core::slice::from_raw_parts(blob::LOAD_ADDRESS as *const u8, len) };
+    Blob::new_checked(bytes)
 }
 
 /// Times a 10 ms delay of each timer with the other one, so a test can check that they agree.

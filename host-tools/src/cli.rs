@@ -54,8 +54,8 @@ pub struct ShardArgs {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 1)]
     pub nodes: u16,
-    /// Which node's blob to write (0-based).
-    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    /// Which node's blob to write (0-based; may be left out when there is one node).
+    #[arg(long, conflicts_with = "all")]
     pub node: Option<u16>,
     /// Write every node's blob, as node-K.blob in the --out directory.
     #[arg(long)]
@@ -142,6 +142,12 @@ pub enum QemuCommand {
         /// The ELF whose defmt table decodes the log [default: `firmware` beside the image].
         #[arg(long)]
         elf: Option<PathBuf>,
+        /// The node blob (`pitrain shard`) to place at its load address.
+        #[arg(long)]
+        blob: Option<PathBuf>,
+        /// Cores to train on, overriding the blob's setting (1 to 4).
+        #[arg(long, requires = "blob")]
+        cores: Option<u8>,
     },
 }
 
@@ -344,7 +350,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             println!("ELF:   {}\nimage: {}", image.elf.display(), image.image.display());
             Ok(())
         }
-        Command::Qemu(QemuCommand::Run { kernel, timeout, icount, elf }) => {
+        Command::Qemu(QemuCommand::Run { kernel, timeout, icount, elf, blob, cores }) => {
             if !(timeout.is_finite() && timeout > 0.0) {
                 return Err(CliError::Unsupported(format!("--timeout must be positive, got {timeout}")));
             }
@@ -358,9 +364,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let elf = elf.unwrap_or_else(|| image.with_file_name("firmware"));
             let table = crate::logs::LogTable::load(&elf)?;
             let mut stream = table.stream();
+            let staged = tempfile::tempdir()
+                .map_err(|e| CliError::Unsupported(format!("no temporary directory: {e}")))?;
+            let load = match blob {
+                Some(path) => vec![(
+                    qemu::stage_blob(&path, cores, staged.path())?,
+                    protocol::blob::LOAD_ADDRESS as u64,
+                )],
+                None => Vec::new(),
+            };
             let boot = qemu::Boot {
                 timeout: std::time::Duration::from_secs_f64(timeout),
                 icount,
+                load,
                 ..qemu::Boot::new(&image)
             };
             let run = boot.run(|bytes| {
@@ -490,22 +506,24 @@ fn shard(args: ShardArgs) -> Result<(), CliError> {
     let dir = mnist::locate(args.data.as_deref())?;
     let data = Mnist::load(&dir)?;
     let layout = args.shard_layout.into();
-    let nodes: Vec<(u16, PathBuf)> = match args.node {
-        Some(k) => vec![(k, args.out.clone())],
-        None => (0..args.nodes).map(|k| (k, args.out.join(format!("node-{k}.blob")))).collect(),
+    let nodes: Vec<(u16, PathBuf)> = match (args.node, args.all) {
+        (Some(k), _) => vec![(k, args.out.clone())],
+        (None, true) => (0..args.nodes).map(|k| (k, args.out.join(format!("node-{k}.blob")))).collect(),
+        (None, false) if args.nodes == 1 => vec![(0, args.out.clone())],
+        (None, false) => {
+            return Err(CliError::Unsupported(format!(
+                "there are {} nodes: give --node K for one blob, or --all for every node's",
+                args.nodes
+            )))
+        }
     };
     for (k, path) in nodes {
-        let key = [0; 32];
-        let bytes = crate::shard::node_blob(
-            &data,
-            &config,
-            args.nodes,
-            k,
+        let placement = crate::shard::NodePlacement {
             layout,
-            args.cores,
-            Default::default(),
-            key,
-        )?;
+            cores: args.cores,
+            ..crate::shard::NodePlacement::new(args.nodes, k)
+        };
+        let bytes = crate::shard::node_blob(&data, &config, &placement)?;
         crate::shard::write_blob(&path, &bytes)?;
         let blob = protocol::blob::Blob::new_checked(&bytes[..]).expect("a blob just written checks");
         println!(

@@ -99,6 +99,23 @@ fn llvm_objcopy() -> Result<PathBuf, QemuError> {
         .ok_or_else(missing)
 }
 
+/// Checks a node blob and copies it into `dir` for QEMU's loader, with its cores setting replaced by
+/// `cores` if given. A damaged blob is refused here, before a guest boots.
+pub fn stage_blob(blob: &Path, cores: Option<u8>, dir: &Path) -> Result<PathBuf, QemuError> {
+    let failed = |detail: String| QemuError::Failed {
+        command: format!("reading the node blob {}", blob.display()),
+        detail,
+    };
+    let mut bytes = std::fs::read(blob).map_err(|e| failed(e.to_string()))?;
+    let mut checked = protocol::blob::Blob::new_checked(&mut bytes[..]).map_err(|e| failed(e.to_string()))?;
+    if let Some(cores) = cores {
+        checked.set_cores(cores).map_err(|_| failed(format!("--cores must be 1 to 4, got {cores}")))?;
+    }
+    let staged = dir.join("node.blob");
+    std::fs::write(&staged, &bytes).map_err(|e| failed(e.to_string()))?;
+    Ok(staged)
+}
+
 /// What a QEMU run gave.
 #[derive(Clone, Debug)]
 pub struct QemuRun {

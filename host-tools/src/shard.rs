@@ -32,18 +32,45 @@ pub fn model_id(model: ModelKind) -> ModelId {
     }
 }
 
-/// Builds node `node` of `nodes`'s blob: its shard of `config`'s training set (the first `--limit`
-/// images, cut by `layout`) and the training settings. `cores` is 1 to 4.
+/// Which node a blob is for, and its node-specific settings.
+#[derive(Clone, Debug)]
+pub struct NodePlacement {
+    /// Nodes in the cluster.
+    pub nodes: u16,
+    /// This node (0-based).
+    pub node: u16,
+    /// How the training set is divided.
+    pub layout: ShardLayout,
+    /// Cores to train on, 1 to 4.
+    pub cores: u8,
+    /// Networking.
+    pub net: NetSettings,
+    /// The cluster key.
+    pub cluster_key: [u8; 32],
+}
+
+impl NodePlacement {
+    /// Node `node` of `nodes`, contiguous shards, four cores, DHCP, an all-zero key.
+    pub fn new(nodes: u16, node: u16) -> NodePlacement {
+        NodePlacement {
+            nodes,
+            node,
+            layout: ShardLayout::Contiguous,
+            cores: blob::MAX_CORES,
+            net: NetSettings::default(),
+            cluster_key: [0; 32],
+        }
+    }
+}
+
+/// Builds a node's blob: its shard of `config`'s training set (the first `--limit` images, cut by
+/// the placement's layout) and the training settings.
 pub fn node_blob(
     data: &Mnist,
     config: &TrainConfig,
-    nodes: u16,
-    node: u16,
-    layout: ShardLayout,
-    cores: u8,
-    net: NetSettings,
-    cluster_key: [u8; 32],
+    placement: &NodePlacement,
 ) -> Result<Vec<u8>, ShardError> {
+    let NodePlacement { nodes, node, layout, cores, net, cluster_key } = placement.clone();
     if nodes == 0 || node >= nodes {
         return Err(ShardError::Settings(format!("node {node} does not exist in a cluster of {nodes}")));
     }

@@ -422,5 +422,5 @@ where
 
 /// Splits `items` into `parts` contiguous shares whose sizes differ by at most one.
 pub fn share<T>(items: &[T], parts: usize) -> Vec<&[T]> {
-    (0..parts).map(|k| &items[k * items.len() / parts..(k + 1) * items.len() / parts]).collect()
+    (0..parts).map(|k| &items[kernels::train::share_range(items.len(), parts, k)]).collect()
 }

@@ -1,14 +1,33 @@
 //! The firmware in QEMU raspi3b, booted from its raw kernel8.img: it logs (defmt over the UART,
-//! decoded here with the ELF's table) in EL1 and ends the run through semihosting; exceptions are
-//! logged and halt.
+//! decoded here with the ELF's table) in EL1, checks the node blob, trains on it and ends the run
+//! through semihosting; exceptions are logged and halt.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
 
 use pitrain::logs::LogTable;
-use pitrain::qemu::{build_firmware, workspace_dir, Boot, FirmwareImage};
+use pitrain::mnist::Mnist;
+use pitrain::qemu::{build_firmware, stage_blob, workspace_dir, Boot, FirmwareImage};
+use pitrain::shard::NodePlacement;
+use pitrain::trainer::{self, ModelKind, Silent, TrainConfig};
+use protocol::blob::LOAD_ADDRESS;
 
-/// Boots `image` under -icount and returns the exit status and the decoded log as text, one line
-/// per frame.
-fn boot(image: &FirmwareImage) -> (i32, String) {
-    let run = Boot::new(&image.image).run(|_| {}).expect("QEMU runs");
+/// The firmware, built once for all tests of this file.
+fn firmware() -> &'static FirmwareImage {
+    static IMAGE: OnceLock<FirmwareImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        build_firmware(&workspace_dir().join("target").join("firmware-test"), &[])
+            .expect("the firmware builds")
+    })
+}
+
+/// Boots `image` under -icount with `blob` (if any) at the load address, and returns the exit status
+/// and the decoded log as text, one line per frame.
+fn boot(image: &FirmwareImage, blob: Option<&Path>) -> (i32, String) {
+    let load = blob.map(|b| vec![(b.to_path_buf(), LOAD_ADDRESS as u64)]).unwrap_or_default();
+    let run = Boot { load, ..Boot::new(&image.image) }.run(|_| {}).expect("QEMU runs");
     let table = LogTable::load(&image.elf).expect("the ELF has a defmt table");
     let (lines, malformed) = table.decode_all(&run.serial);
     let text: String = lines.iter().map(|l| format!("{} {}\n", l.level, l.message)).collect();
@@ -16,13 +35,24 @@ fn boot(image: &FirmwareImage) -> (i32, String) {
     (run.status, text)
 }
 
+/// A node blob of the first `limit` training images, one epoch of `model`.
+fn blob(dir: &Path, model: ModelKind, limit: usize, cores: u8) -> (std::path::PathBuf, TrainConfig) {
+    let data = Mnist::load(&common::mnist_dir()).expect("MNIST loads");
+    let config = TrainConfig { model, epochs: 1, limit: Some(limit), threads: 1, ..TrainConfig::default() };
+    let placement = NodePlacement { cores, ..NodePlacement::new(1, 0) };
+    let bytes = pitrain::shard::node_blob(&data, &config, &placement).expect("a blob");
+    let path = dir.join(format!("{model:?}-{limit}-{cores}.blob"));
+    std::fs::write(&path, bytes).unwrap();
+    (path, config)
+}
+
+/// Without a blob the firmware boots, reports the board and refuses to train: "bad magic".
 #[test]
-fn firmware_boots_in_qemu_raspi3b() {
-    let target = workspace_dir().join("target").join("firmware-test");
-    let image = build_firmware(&target, &[]).expect("the firmware builds");
+fn firmware_boots_and_refuses_a_missing_blob() {
+    let image = firmware();
     let size = std::fs::metadata(&image.image).unwrap().len();
     assert!(size > 1000 && size < 1 << 20, "kernel8.img of {size} bytes");
-    let (status, log) = boot(&image);
+    let (status, log) = boot(image, None);
     assert!(log.contains("INFO pitrain firmware 0.1.0: booted in EL1\n"), "{log}");
     assert!(log.contains("MxLenet needs 19924112 bytes"), "{log}");
     assert!(log.contains("MMU and caches on"), "{log}");
@@ -32,7 +62,66 @@ fn firmware_boots_in_qemu_raspi3b() {
     assert!(log.contains("10 ms by the generic timer = 10000 us by the system timer"), "{log}");
     assert!(log.contains("10 ms by the system timer = 10000 us by the generic timer"), "{log}");
     check_board_line(&log);
-    assert_eq!(status, 0, "{log}");
+    assert!(log.contains("ERROR node blob at 0x10000000 refused: bad magic"), "{log}");
+    assert!(!log.contains("epoch 1"), "{log}");
+    assert_eq!(status, 5, "{log}");
+}
+
+/// The acceptance test of local training: the weights the firmware logs after one epoch on 256
+/// images equal the host trainer's, bit for bit, on 1 core and on 4.
+#[test]
+fn training_in_qemu_matches_the_host_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) = blob(dir.path(), ModelKind::Mxlenet, 256, 4);
+    let data = Mnist::load(&common::mnist_dir()).unwrap();
+    let host = trainer::train(&config, &data, &mut Silent).expect("host training");
+    let expected = format!("weights {}", host.epochs[0].weight_hash);
+    for cores in [1u8, 4] {
+        let staged = tempfile::tempdir().unwrap();
+        let staged = stage_blob(&path, Some(cores), staged.path()).expect("the blob stages");
+        let (status, log) = boot(firmware(), Some(&staged));
+        assert!(log.contains("256 samples (shard hash"), "{log}");
+        assert!(
+            log.contains(&format!("training on {cores} of {} cores", if cores == 1 { 1 } else { 4 })),
+            "{log}"
+        );
+        let epoch = log.lines().find(|l| l.starts_with("INFO epoch 1: ")).unwrap_or_else(|| panic!("{log}"));
+        assert!(epoch.ends_with(&expected), "{cores} cores: {epoch}, host {expected}");
+        let correct = (host.epochs[0].train_accuracy * 256.0).round() as u64;
+        assert!(epoch.contains(&format!("accuracy {correct}/256")), "{epoch}");
+        let per_core = if cores == 1 { "[256, 0, 0, 0]" } else { "[64, 64, 64, 64]" };
+        assert!(log.contains(&format!("samples per core: {per_core}")), "{log}");
+        assert_eq!(status, 0, "{log}");
+    }
+}
+
+/// Damaged blobs are refused with a log line naming the damage and exit status 5, never trained on.
+#[test]
+fn damaged_blobs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = blob(dir.path(), ModelKind::Lenet5, 16, 1);
+    let good = std::fs::read(&path).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("magic", [b"XXXX".as_slice(), &good[4..]].concat(), "bad magic"),
+        ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
+        (
+            "checksum",
+            {
+                let mut b = good.clone();
+                b[protocol::blob::HEADER_LEN + 100] ^= 0x40;
+                b
+            },
+            "bad checksum",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let damaged = dir.path().join(format!("{name}.blob"));
+        std::fs::write(&damaged, bytes).unwrap();
+        let (status, log) = boot(firmware(), Some(&damaged));
+        assert!(log.contains(&format!("ERROR node blob at 0x10000000 refused: {expected}")), "{name}: {log}");
+        assert!(!log.contains("training on"), "{name}: {log}");
+        assert_eq!(status, 5, "{name}: {log}");
+    }
 }
 
 /// The mailbox answers: QEMU's raspi3b is a Pi 3B (revision 0xa02082) with a 6-byte MAC and ARM
@@ -72,7 +161,7 @@ fn check_board_line(log: &str) {
 fn exceptions_are_reported() {
     let target = workspace_dir().join("target").join("firmware-test-fault");
     let image = build_firmware(&target, &["selftest-fault"]).expect("the firmware builds");
-    let (status, log) = boot(&image);
+    let (status, log) = boot(&image, None);
     assert!(log.contains("ERROR exception: synchronous (BRK instruction), EC 0x3c, ESR 0xf2000042"), "{log}");
     assert!(log.contains("ELR 0x8"), "{log}");
     assert_eq!(status, 2, "{log}");

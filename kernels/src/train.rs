@@ -63,6 +63,12 @@ pub fn apply_update<N: Network, A: Arith>(
     refresh_working::<N, A>(master, working);
 }
 
+/// The `part`-th of `parts` contiguous shares of `len` items; share sizes differ by at most one. How
+/// every trainer (host threads, the Pi's cores) divides a batch.
+pub fn share_range(len: usize, parts: usize, part: usize) -> core::ops::Range<usize> {
+    part * len / parts..(part + 1) * len / parts
+}
+
 /// Fraction bits of [`BatchStats::loss_sum`].
 pub const LOSS_FRAC: u32 = 24;
 

@@ -23,3 +23,11 @@ pub const BUS_UNCACHED_ALIAS: u32 = 0xC000_0000;
 pub const fn bus_address(physical: usize) -> u32 {
     (physical as u32 & !BUS_UNCACHED_ALIAS) | BUS_UNCACHED_ALIAS
 }
+
+/// The BCM2836-style ARM-local peripherals (core timers, per-core mailboxes and interrupt routing),
+/// outside the BCM2837 peripheral window.
+pub const LOCAL_PERIPHERALS_BASE: usize = 0x4000_0000;
+
+/// The boot stub's spin table: core `k` (1 to 3) waits until the 64-bit word at `SPIN_TABLE[k]` is
+/// non-zero, then jumps there (the Pi's armstub8 and QEMU's raspi3b stub agree on these addresses).
+pub const SPIN_TABLE: [usize; 4] = [0xD8, 0xE0, 0xE8, 0xF0];

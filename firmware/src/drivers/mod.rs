@@ -1,6 +1,7 @@
 //! Peripheral drivers, one module each, with their registers typed.
 
 pub mod activity_led;
+pub mod core_mailbox;
 pub mod gpio;
 pub mod mailbox;
 pub mod pl011;

@@ -66,7 +66,7 @@ fn block(base: usize, dma: &core::ops::Range<usize>) -> u64 {
     base as u64 | attributes | ACCESS_FLAG | VALID_BLOCK
 }
 
-/// Builds the tables and turns on the MMU, the data cache and the instruction cache.
+/// Builds the tables and turns on the MMU, the data cache and the instruction cache on core 0.
 ///
 /// # Safety
 /// Call once, on core 0, before other cores run and while the MMU is off. The identity map keeps every
@@ -85,8 +85,18 @@ pub unsafe fn enable() {
         *entry = (gib as u64) << 30 | (ATTR_DEVICE << 2) | PXN | UXN | ACCESS_FLAG | VALID_BLOCK;
     }
 
+    // SAFETY: the tables are complete; the caller's contract is this function's.
+    unsafe { enable_on_this_core() }
+}
+
+/// Turns on the MMU and caches of the calling core with the tables [`enable`] built.
+///
+/// # Safety
+/// [`enable`] has run on core 0; the calling core's MMU is off.
+pub unsafe fn enable_on_this_core() {
+    let level1 = core::ptr::addr_of!(LEVEL1) as u64;
     MAIR_EL1.set(MAIR);
-    TTBR0_EL1.set_baddr(level1.0.as_ptr() as u64);
+    TTBR0_EL1.set_baddr(level1);
     TCR_EL1.write(
         TCR_EL1::TBI0::Used
             + TCR_EL1::IPS::Bits_32

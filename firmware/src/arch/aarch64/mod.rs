@@ -3,6 +3,7 @@
 pub mod boot;
 pub mod exception;
 pub mod mmu;
+pub mod pmu;
 pub mod semihosting;
 pub mod timer;
 

@@ -1,0 +1,144 @@
+//! Local training on the node's own shard: the blob's settings, all state in static memory, the
+//! batch shared between the cores.
+//!
+//! Each step is what the host trainer does ([`kernels::train`]): the epoch's seeded order, batches of
+//! `batch` samples, a contiguous share per core, exact integer gradient sums, one update. The weights
+//! therefore match the host's bit for bit, whatever the number of cores.
+
+use kernels::arith::{Arith, SgdConfig};
+use kernels::rng::epoch_order;
+use kernels::train::{accumulate, apply_update, init_params, refresh_working, share_range, weight_hash};
+use kernels::train::{BatchStats, CoreState, ModelState};
+use kernels::{Fixed, Lenet5, MxLenet, Network};
+use protocol::blob::{Blob, Settings};
+use protocol::wire::ModelId;
+use spin::Mutex;
+
+use crate::arch::aarch64::pmu;
+use crate::smp::{run_on_cores, CORES};
+
+/// The most samples a shard may hold: the whole MNIST training set.
+pub const MAX_SAMPLES: usize = 60_000;
+
+/// Declares a model's static state: its weights and momentum, and one gradient-and-scratch space
+/// per core.
+macro_rules! model_state {
+    ($model:ident, $cores:ident, $net:ty) => {
+        static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> = Mutex::new(ModelState::ZERO);
+        static $cores: [Mutex<
+            CoreState<
+                Fixed,
+                { <$net as Network>::PARAMS },
+                { <$net as Network>::SCRATCH.vals },
+                { <$net as Network>::SCRATCH.accs },
+                { <$net as Network>::SCRATCH.indices },
+            >,
+        >; CORES] = [const { Mutex::new(CoreState::ZERO) }; CORES];
+    };
+}
+
+model_state!(MXLENET_MODEL, MXLENET_CORES, MxLenet);
+model_state!(LENET5_MODEL, LENET5_CORES, Lenet5);
+
+/// The epoch's sample order.
+static ORDER: Mutex<[u32; MAX_SAMPLES]> = Mutex::new([0; MAX_SAMPLES]);
+
+/// Why training could not start.
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub enum TrainError {
+    /// More samples than [`MAX_SAMPLES`].
+    ShardTooLarge,
+}
+
+/// What a training run did, for the benchmark.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainSummary {
+    /// Samples trained (all epochs).
+    pub samples: u64,
+    /// PMU cycle-counter ticks spent training (instructions under QEMU -icount).
+    pub instructions: u64,
+    /// Final weight hash.
+    pub weight_hash: u64,
+    /// Samples each core trained.
+    pub per_core: [u64; CORES],
+}
+
+/// Trains the blob's model on its shard for its epochs on `cores` cores, logging every epoch.
+pub fn train(blob: &Blob<&[u8]>, cores: usize) -> Result<TrainSummary, TrainError> {
+    let settings = blob.settings();
+    if blob.samples() > MAX_SAMPLES {
+        return Err(TrainError::ShardTooLarge);
+    }
+    Ok(match settings.model {
+        ModelId::MxLenet => {
+            train_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_MODEL, &MXLENET_CORES)
+        }
+        ModelId::Lenet5 => {
+            train_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_MODEL, &LENET5_CORES)
+        }
+    })
+}
+
+fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+    blob: &Blob<&[u8]>,
+    settings: &Settings,
+    cores: usize,
+    model: &Mutex<ModelState<Fixed, P>>,
+    core_states: &[Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+) -> TrainSummary {
+    let mut model = model.lock();
+    let mut order = ORDER.lock();
+    let order = &mut order[..blob.samples()];
+    let sgd = Fixed::sgd_constants(&SgdConfig {
+        learning_rate: settings.learning_rate,
+        momentum: settings.momentum,
+        weight_decay: settings.weight_decay,
+    });
+    let ModelState { master, momentum, working } = &mut *model;
+    init_params::<N, Fixed>(settings.seed, master);
+    momentum.fill(Fixed::ZERO_PARAM);
+    refresh_working::<N, Fixed>(master, working);
+    let core_stats: [Mutex<BatchStats>; CORES] = Default::default();
+    pmu::start_cycle_counter();
+    let mut samples = 0;
+    let mut per_core = [0; CORES];
+    for epoch in 0..settings.epochs {
+        epoch_order(settings.seed, epoch, order);
+        let mut stats = BatchStats::default();
+        for batch in order.chunks(settings.batch as usize) {
+            let weights = model.weights();
+            run_on_cores(cores, &|core| {
+                let share = &batch[share_range(batch.len(), cores, core)];
+                let mut state = core_states[core].lock();
+                let (mut scratch, grads) = state.split();
+                grads.fill(Fixed::ZERO_ACC);
+                let samples = share.iter().map(|&i| blob.sample(i as usize));
+                *core_stats[core].lock() = accumulate::<N, Fixed>(weights, samples, &mut scratch, grads);
+            });
+            let mut sum = core_states[0].lock();
+            for (other, other_stats) in core_states.iter().zip(&core_stats).take(cores).skip(1) {
+                for (a, &b) in sum.grads.iter_mut().zip(other.lock().grads.iter()) {
+                    *a += b;
+                }
+                stats.merge(&other_stats.lock());
+            }
+            stats.merge(&core_stats[0].lock());
+            for (total, core) in per_core.iter_mut().zip(&core_stats).take(cores) {
+                *total += core.lock().samples;
+            }
+            let ModelState { master, momentum, working } = &mut *model;
+            apply_update::<N, Fixed>(&sgd, master, momentum, working, &sum.grads, batch.len() as u32);
+        }
+        samples += stats.samples;
+        defmt::info!(
+            "epoch {=u32}: loss {=f64} accuracy {=u64}/{=u64} weights {=u64:016x}",
+            epoch + 1,
+            stats.mean_loss(),
+            stats.correct,
+            stats.samples,
+            weight_hash::<Fixed>(&model.master)
+        );
+    }
+    let instructions = pmu::cycles();
+    TrainSummary { samples, instructions, weight_hash: weight_hash::<Fixed>(&model.master), per_core }
+}
