@@ -33,6 +33,9 @@ else
     echo "skipped: install qemu-user and gcc-aarch64-linux-gnu to run them (.ci/run does)"
 fi
 
+echo "== benchmarks compile (they measure, so they are run by hand: see README)"
+cargo check -p kernels -p host-tools --benches
+
 echo "== firmware build (aarch64-unknown-none)"
 cargo build -p firmware -p protocol --target aarch64-unknown-none --release
 

@@ -123,6 +123,12 @@ pub enum FirmwareCommand {
         #[arg(long)]
         target_dir: Option<PathBuf>,
     },
+    /// Print the firmware's static memory map: sections, training state, stacks, blob area, heap.
+    Map {
+        /// The firmware ELF [default: build the firmware first].
+        #[arg(long)]
+        elf: Option<PathBuf>,
+    },
 }
 
 /// `pitrain qemu ...`
@@ -323,6 +329,9 @@ pub enum CliError {
     /// Building or booting the firmware failed.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// The memory map could not be read.
+    #[error(transparent)]
+    Map(#[from] crate::memmap::MapError),
     /// A node blob could not be made.
     #[error(transparent)]
     Shard(#[from] crate::shard::ShardError),
@@ -398,6 +407,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Shard(args) => shard(args),
+        Command::Firmware(FirmwareCommand::Map { elf }) => {
+            let elf = match elf {
+                Some(elf) => elf,
+                None => qemu::build_firmware(&qemu::workspace_dir().join("target"), &[])?.elf,
+            };
+            print!("{}", crate::memmap::MemoryMap::read(&elf)?.report());
+            Ok(())
+        }
         Command::Logs(args) => {
             let table = crate::logs::LogTable::load(&args.elf)?;
             let source = match (args.serial, args.capture) {

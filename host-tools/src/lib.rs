@@ -7,6 +7,7 @@
 //! - [`cluster`]: the UDP master and simulated nodes.
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
 //! - [`shard`]: node blobs for the firmware.
+//! - [`memmap`]: the firmware's static memory map.
 //! - [`logs`]: decoding the firmware's defmt log.
 //! - [`cli`]: the command line.
 
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod experiment;
 pub mod fetch;
 pub mod logs;
+pub mod memmap;
 pub mod mnist;
 pub mod qemu;
 pub mod results;

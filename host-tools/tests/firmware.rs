@@ -166,3 +166,28 @@ fn exceptions_are_reported() {
     assert!(log.contains("ELR 0x8"), "{log}");
     assert_eq!(status, 2, "{log}");
 }
+
+/// The static memory map: all training state is in `.bss`, sized as the kernels' footprint says,
+/// below the node blob area; no heap allocator is linked.
+#[test]
+fn memory_map_is_static() {
+    use kernels::{Fixed, Footprint, MxLenet};
+    let map = pitrain::memmap::MemoryMap::read(&firmware().elf).expect("the ELF reads");
+    let footprint = Footprint::of::<MxLenet, Fixed>();
+    let model =
+        map.statics.iter().find(|s| s.name == "firmware::training::MXLENET_MODEL").expect("model state");
+    let cores =
+        map.statics.iter().find(|s| s.name == "firmware::training::MXLENET_CORES").expect("core states");
+    assert_eq!(model.section, ".bss");
+    assert!(model.size as usize >= footprint.weights + footprint.optimizer, "{model:?}");
+    assert!(
+        cores.size as usize >= 4 * (footprint.gradients_per_core + footprint.activations_per_core),
+        "{cores:?}"
+    );
+    let end = map.sections.iter().map(|s| s.address + s.size).max().unwrap();
+    assert!(end <= LOAD_ADDRESS as u64, "the firmware ends at {end:#x}, in the blob area");
+    assert!(map.allocator_symbols.is_empty(), "{:?}", map.allocator_symbols);
+    let report = map.report();
+    assert!(report.contains("heap allocator: none linked"), "{report}");
+    assert!(report.contains("node blob area: 0x10000000 .. 0x30000000"), "{report}");
+}

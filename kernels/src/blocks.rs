@@ -215,6 +215,29 @@ struct ConvNetBuffers<'a, A: Arith, const D: usize> {
 }
 
 impl<const D: usize> ConvNet<D> {
+    /// See [`Network::TRAIN_MACS`](crate::Network::TRAIN_MACS).
+    pub(crate) const fn train_macs(&self) -> u64 {
+        let mut forward = 0;
+        let mut i = 0;
+        while i < 2 {
+            let c = &self.conv[i].conv;
+            forward += (c.out_h() * c.out_w() * c.out_ch * c.in_ch * 25) as u64;
+            i += 1;
+        }
+        let first = forward
+            - (self.conv[1].conv.out_h()
+                * self.conv[1].conv.out_w()
+                * self.conv[1].conv.out_ch
+                * self.conv[1].conv.in_ch
+                * 25) as u64;
+        i = 0;
+        while i < D {
+            forward += (self.dense[i].dense.inputs * self.dense[i].dense.outputs) as u64;
+            i += 1;
+        }
+        3 * forward - first
+    }
+
     pub(crate) const fn scratch(&self) -> ScratchSize {
         let mut size = ScratchSize { vals: self.side * self.side, accs: 0, indices: 0 }
             .plus(self.conv[0].scratch())
@@ -304,6 +327,7 @@ macro_rules! conv_net_model {
             const LAYERS: &'static [$crate::network::LayerSpec] = &$layers;
             const PARAMS: usize = $crate::network::param_count(&$layers);
             const SCRATCH: $crate::network::ScratchSize = $net.scratch();
+            const TRAIN_MACS: u64 = $net.train_macs();
 
             fn evaluate<A: $crate::Arith>(
                 w: $crate::network::Weights<'_, A>,

@@ -199,6 +199,9 @@ pub trait Network: Copy + Default + Send + Sync + core::fmt::Debug + 'static {
     const PARAMS: usize;
     /// One core's scratch space.
     const SCRATCH: ScratchSize;
+    /// Multiply-accumulates of one training sample: every layer's forward pass, its weight
+    /// gradients, and its input gradients except the first layer's (nothing needs those).
+    const TRAIN_MACS: u64;
 
     /// Forward pass on a 28x28 image: the loss against `label` and the prediction.
     fn evaluate<A: Arith>(

@@ -47,4 +47,10 @@ mod tests {
         // 156 + 2,416 + 48,120 + 10,164 + 850
         assert_eq!(Lenet5::PARAMS, 61_706);
     }
+
+    #[test]
+    fn counts_its_multiply_accumulates() {
+        // Forward: conv1 28*28*6*25 + conv2 10*10*16*150 + 400*120 + 120*84 + 84*10 = 416,520.
+        assert_eq!(Lenet5::TRAIN_MACS, 3 * 416_520 - 117_600);
+    }
 }

@@ -44,4 +44,11 @@ mod tests {
     fn has_the_papers_parameter_count() {
         assert_eq!(MxLenet::PARAMS, 431_080);
     }
+
+    #[test]
+    fn counts_its_multiply_accumulates() {
+        // Forward: conv1 24*24*20*25 + conv2 8*8*50*500 + fc 800*500 + fc 500*10 = 2,293,000; training
+        // does that three times (forward, weight and input gradients) less conv1's input gradients.
+        assert_eq!(MxLenet::TRAIN_MACS, 3 * 2_293_000 - 288_000);
+    }
 }
