@@ -6,7 +6,8 @@
 //! [`blob::LOAD_ADDRESS`], releases cores 1-3 and trains the blob's model on its shard for its epochs,
 //! all in static memory. Everything is logged with defmt over the PL011 UART. Under QEMU the run ends
 //! through semihosting with a status: 0 trained, 2 exception, 3 not in EL1, 4 self-check failed,
-//! 5 bad node blob, 6 shard too large, 101 panic.
+//! 5 bad node blob, 6 shard too large, 101 panic. On a real board, where no debugger answers
+//! semihosting, the core logs "halted with status N" and parks instead.
 
 #![no_std]
 #![no_main]
@@ -76,6 +77,9 @@ fn kernel_main() -> ! {
         defmt::info!("self-test: executing brk #0x42");
         // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).
         unsafe { core::arch::asm!("brk #0x42", options(nomem, nostack)) };
+    }
+    if cfg!(feature = "selftest-panic") {
+        panic!("self-test: deliberate panic");
     }
     if (el, check) != (1, "ok") {
         arch::aarch64::semihosting::exit(if el == 1 { EXIT_SELF_CHECK } else { EXIT_WRONG_EL });
@@ -247,6 +251,7 @@ fn current_el() -> u64 {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    defmt::error!("panic: {}", defmt::Display2Format(info));
+    let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+    defmt::error!("panic: {} at {=str}:{=u32}", defmt::Display2Format(&info.message()), file, line);
     arch::aarch64::semihosting::exit(101)
 }

@@ -136,12 +136,21 @@ pub struct Boot {
     pub timeout: Duration,
     /// Deterministic: `-icount shift=0,sleep=off`.
     pub icount: bool,
+    /// Offer semihosting, through which the firmware ends the run. Without it QEMU behaves like a
+    /// board with no debugger: the firmware parks when done and the run ends at the timeout.
+    pub semihosting: bool,
 }
 
 impl Boot {
     /// Boots `image` alone, deterministically, with a generous timeout.
     pub fn new(image: &Path) -> Boot {
-        Boot { image: image.to_path_buf(), load: Vec::new(), timeout: Duration::from_secs(120), icount: true }
+        Boot {
+            image: image.to_path_buf(),
+            load: Vec::new(),
+            timeout: Duration::from_secs(120),
+            icount: true,
+            semihosting: true,
+        }
     }
 
     /// Boots on a raspi3b with semihosting and collects the UART output; `on_output` sees it as it
@@ -150,7 +159,7 @@ impl Boot {
         let mut command = Command::new("qemu-system-aarch64");
         command
             .args(["-M", "raspi3b", "-display", "none", "-monitor", "none", "-serial", "stdio"])
-            .args(["-semihosting", "-no-reboot", "-kernel"])
+            .args(["-no-reboot", "-kernel"])
             .arg(&self.image)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -163,6 +172,9 @@ impl Boot {
         }
         if self.icount {
             command.args(["-icount", "shift=0,sleep=off"]);
+        }
+        if self.semihosting {
+            command.arg("-semihosting");
         }
         let mut child = command.spawn().map_err(|_| QemuError::Missing {
             tool: "qemu-system-aarch64".into(),

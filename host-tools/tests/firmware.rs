@@ -124,6 +124,35 @@ fn damaged_blobs_are_refused() {
     }
 }
 
+/// Without a semihosting host (as on a real board) the end of a run is logged and the core parks
+/// quietly instead of faulting; QEMU then runs until it is stopped.
+#[test]
+fn without_semihosting_the_firmware_parks() {
+    let image = firmware();
+    let mut serial = Vec::new();
+    let boot =
+        Boot { semihosting: false, timeout: std::time::Duration::from_secs(5), ..Boot::new(&image.image) };
+    let outcome = boot.run(|bytes| serial.extend_from_slice(bytes));
+    assert!(matches!(outcome, Err(pitrain::qemu::QemuError::Timeout(..))), "{outcome:?}");
+    let table = LogTable::load(&image.elf).unwrap();
+    let (lines, _) = table.decode_all(&serial);
+    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("node blob at 0x10000000 refused")), "{messages:?}");
+    assert_eq!(messages.last(), Some(&"halted with status 5"), "{messages:?}");
+    assert!(!messages.iter().any(|m| m.starts_with("exception")), "{messages:?}");
+}
+
+/// A panic is logged with its message and location, and the run ends with status 101.
+#[test]
+fn panics_are_reported() {
+    let target = workspace_dir().join("target").join("firmware-test-panic");
+    let image = build_firmware(&target, &["selftest-panic"]).expect("the firmware builds");
+    let (status, log) = boot(&image, None);
+    let line = log.lines().find(|l| l.starts_with("ERROR panic: ")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("self-test: deliberate panic") && line.contains("firmware/src/main.rs"), "{line}");
+    assert_eq!(status, 101, "{log}");
+}
+
 /// The mailbox answers: QEMU's raspi3b is a Pi 3B (revision 0xa02082) with a 6-byte MAC and ARM
 /// memory below the GPU's share. QEMU does not implement the firmware GPIO expander tag behind
 /// the Pi 3B's activity LED, so the LED reports that error instead of "on".

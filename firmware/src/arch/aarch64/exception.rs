@@ -62,6 +62,11 @@ pub fn class_name(ec: u64) -> &'static str {
 const KINDS: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
 
 extern "C" fn exception_entry(entry: u64) -> ! {
+    if let Some(status) = super::semihosting::exit_in_progress() {
+        // No semihosting host (a real board): the run is over, not broken.
+        defmt::info!("halted with status {=u32}", status);
+        super::park();
+    }
     if REPORTING.swap(true, Ordering::Relaxed) {
         super::park();
     }
