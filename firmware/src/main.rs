@@ -111,6 +111,35 @@ fn kernel_main() -> ! {
         s.seed,
         s.cores
     );
+    let n = &s.net;
+    let [m0, m1, m2, m3] = n.master_address;
+    defmt::info!(
+        "network: master {=u8}.{=u8}.{=u8}.{=u8}:{=u16}, node port {=u16}, MAC {=[u8; 6]:02x} (all zero: the board's)",
+        m0,
+        m1,
+        m2,
+        m3,
+        n.master_port,
+        n.node_port,
+        n.mac
+    );
+    if n.static_address {
+        let ([a0, a1, a2, a3], [g0, g1, g2, g3]) = (n.address, n.gateway);
+        defmt::info!(
+            "network: static address {=u8}.{=u8}.{=u8}.{=u8}/{=u8} via {=u8}.{=u8}.{=u8}.{=u8}",
+            a0,
+            a1,
+            a2,
+            a3,
+            n.prefix,
+            g0,
+            g1,
+            g2,
+            g3
+        );
+    } else {
+        defmt::info!("network: address by DHCP");
+    }
     let online = if s.cores > 1 { smp::start_secondaries() } else { 1 };
     let cores = (s.cores as usize).min(online);
     defmt::info!("training on {=usize} of {=usize} cores", cores, online);

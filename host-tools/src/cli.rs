@@ -46,6 +46,72 @@ pub enum Command {
     Logs(LogsArgs),
     /// Write node blobs: each node's shard of MNIST with its training settings, for the firmware.
     Shard(ShardArgs),
+    /// The cluster file: `pitrain cluster init` writes a commented one with a fresh key.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Build bootable SD-card images for the nodes (`pitrain image inspect IMAGE` checks one).
+    Image(ImageArgs),
+}
+
+/// `pitrain cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Write a new cluster file with every setting commented and a random cluster key.
+    Init {
+        /// The file to write (never overwritten).
+        #[arg(long, default_value = "cluster.toml")]
+        out: PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// The master's IPv4 address on the boards' network.
+        #[arg(long, default_value = "192.168.1.10")]
+        master: std::net::Ipv4Addr,
+        /// A name for the cluster.
+        #[arg(long, default_value = "pi-cluster")]
+        name: String,
+    },
+}
+
+/// `pitrain image ...`
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ImageArgs {
+    /// `inspect IMAGE`.
+    #[command(subcommand)]
+    pub inspect: Option<ImageCommand>,
+    /// The cluster file.
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// The node whose image to build.
+    #[arg(long, conflicts_with = "all")]
+    pub node: Option<u16>,
+    /// Build every node's image, as node-K.img in the --out directory.
+    #[arg(long)]
+    pub all: bool,
+    /// The image file (with --all: a directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The folder with the Pi's boot files: bootcode.bin, start.elf, fixup.dat (Debian:
+    /// /usr/lib/raspi-firmware from the raspi-firmware package).
+    #[arg(long)]
+    pub firmware_dir: Option<PathBuf>,
+    /// The firmware's raw kernel8.img [default: build it].
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Directory with the MNIST files [default: $MNIST_DIR, then the download cache].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+/// `pitrain image inspect`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List an image's partitions and files, and check its config.txt, kernel and node blob.
+    Inspect {
+        /// The image file.
+        image: PathBuf,
+    },
 }
 
 /// `pitrain shard ...`
@@ -329,6 +395,20 @@ pub enum CliError {
     /// Building or booting the firmware failed.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
+    /// A cluster file is unusable.
+    #[error(transparent)]
+    ClusterFile(#[from] crate::cluster_file::ClusterFileError),
+    /// An image could not be built or read.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// An image failed inspection.
+    #[error("{image} has problems:\n  {}", problems.join("\n  "))]
+    BadImage {
+        /// The image.
+        image: PathBuf,
+        /// What is wrong.
+        problems: Vec<String>,
+    },
     /// The memory map could not be read.
     #[error(transparent)]
     Map(#[from] crate::memmap::MapError),
@@ -407,6 +487,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Shard(args) => shard(args),
+        Command::Cluster(ClusterCommand::Init { out, nodes, master, name }) => {
+            if nodes == 0 {
+                return Err(CliError::Unsupported("--nodes must be at least 1".into()));
+            }
+            crate::cluster_file::init(&out, &name, nodes, master)?;
+            println!("wrote {} ({nodes} nodes, a new random cluster key); edit it, then: pitrain image --all --cluster {}", out.display(), out.display());
+            Ok(())
+        }
+        Command::Image(ImageArgs { inspect: Some(ImageCommand::Inspect { image }), .. }) => {
+            let inspection = crate::image::inspect(&image)?;
+            for line in &inspection.report {
+                println!("{line}");
+            }
+            if inspection.problems.is_empty() {
+                println!("{}: ok", image.display());
+                Ok(())
+            } else {
+                Err(CliError::BadImage { image, problems: inspection.problems })
+            }
+        }
+        Command::Image(args) => build_images(args),
         Command::Firmware(FirmwareCommand::Map { elf }) => {
             let elf = match elf {
                 Some(elf) => elf,
@@ -502,6 +603,68 @@ impl From<Layout> for ShardLayout {
             Layout::Strided => ShardLayout::Strided,
         }
     }
+}
+
+fn build_images(args: ImageArgs) -> Result<(), CliError> {
+    let missing = |what: &str| CliError::Unsupported(format!("pitrain image needs {what}"));
+    let cluster_path =
+        args.cluster.ok_or_else(|| missing("--cluster cluster.toml (pitrain cluster init writes one)"))?;
+    let out = args.out.ok_or_else(|| missing("--out (an image file, or a directory with --all)"))?;
+    let firmware_dir = args.firmware_dir.ok_or_else(|| {
+        CliError::Unsupported(format!(
+            "pitrain image needs --firmware-dir with the Pi's boot files: {}",
+            crate::image::BOOT_FILES_HINT
+        ))
+    })?;
+    let cluster = crate::cluster_file::ClusterFile::read(&cluster_path)?;
+    let ids: Vec<u16> = match (args.node, args.all) {
+        (Some(id), _) if cluster.placement(id).is_some() => vec![id],
+        (Some(id), _) => {
+            return Err(CliError::Unsupported(format!(
+                "{} has no node {id} (its nodes: {:?})",
+                cluster_path.display(),
+                cluster.node_ids()
+            )))
+        }
+        (None, true) => cluster.node_ids(),
+        (None, false) => return Err(missing("--node N or --all")),
+    };
+    let boot_files = crate::image::read_boot_files(&firmware_dir)?;
+    let kernel_path = match args.kernel {
+        Some(k) => k,
+        None => qemu::build_firmware(&qemu::workspace_dir().join("target"), &[])?.image,
+    };
+    let kernel = std::fs::read(&kernel_path).map_err(|e| {
+        CliError::Unsupported(format!("cannot read the firmware image {}: {e}", kernel_path.display()))
+    })?;
+    let dir = mnist::locate(args.data.as_deref())?;
+    let data = Mnist::load(&dir)?;
+    let config = cluster.train_config();
+    for id in ids {
+        let placement = cluster.placement(id).expect("ids come from the file");
+        let blob = crate::shard::node_blob(&data, &config, &placement)?;
+        let config_txt = crate::image::config_txt(&cluster.name, id);
+        let mut files: Vec<(&str, &[u8])> = boot_files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        files.push((crate::image::CONFIG_TXT, config_txt.as_bytes()));
+        files.push((crate::image::KERNEL, &kernel));
+        files.push((crate::image::NODE_BLOB, &blob));
+        let path = if args.all { out.join(format!("node-{id}.img")) } else { out.clone() };
+        let volume_id = {
+            use sha2::Digest;
+            let digest =
+                sha2::Sha256::new().chain_update(cluster.key.0).chain_update(id.to_le_bytes()).finalize();
+            u32::from_le_bytes(digest[..4].try_into().expect("4 bytes"))
+        };
+        crate::image::build(&path, &files, volume_id)?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "node {id}: {} ({} MiB, {} training images)",
+            path.display(),
+            size >> 20,
+            protocol::blob::Blob::new_checked(&blob[..]).map(|b| b.samples()).unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 fn shard(args: ShardArgs) -> Result<(), CliError> {

@@ -5,7 +5,9 @@
 //! - [`trainer`]: the training loop over the host's cores.
 //! - [`results`]: CSV, JSON and safetensors output.
 //! - [`cluster`]: the UDP master and simulated nodes.
+//! - [`cluster_file`]: the cluster file (cluster.toml).
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
+//! - [`image`]: SD-card images.
 //! - [`shard`]: node blobs for the firmware.
 //! - [`memmap`]: the firmware's static memory map.
 //! - [`logs`]: decoding the firmware's defmt log.
@@ -13,8 +15,10 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod cluster_file;
 pub mod experiment;
 pub mod fetch;
+pub mod image;
 pub mod logs;
 pub mod memmap;
 pub mod mnist;

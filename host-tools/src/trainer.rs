@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::mnist::{Mnist, Split};
 
 /// Which network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// The paper's MXNet LeNet (conv 20, conv 50, fc 500, fc 10).
