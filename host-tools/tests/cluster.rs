@@ -113,6 +113,33 @@ fn revived_node_rejoins() {
     assert!((13..30).contains(&steps), "node 2 trained again after rejoining, but not everything: {steps}");
 }
 
+/// When every node has been dropped the master waits for one to come back instead of running steps
+/// that nobody computes; if none does, it stops with an error.
+#[test]
+fn master_waits_when_every_node_is_gone() {
+    let _serial = serial();
+    let data = data();
+    let kill = KillPlan { node: 0, step: 3, revive_after: Some(Duration::from_millis(1000)) };
+    let cluster = ClusterConfig {
+        kill: Some(kill),
+        step_deadline: Duration::from_millis(300),
+        ..ClusterConfig::new(small(ModelKind::Lenet5), 1)
+    };
+    let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
+    assert_eq!(run.traffic[0].joins, 2);
+    // Only step 4 (due when the node died) runs without it; steps 5..9 wait for its return.
+    assert_eq!(run.traffic[0].steps, 9, "every step but the one that timed out");
+    let gone = KillPlan { node: 0, step: 3, revive_after: None };
+    let cluster = ClusterConfig {
+        kill: Some(gone),
+        step_deadline: Duration::from_millis(300),
+        rejoin_timeout: Duration::from_secs(1),
+        ..ClusterConfig::new(small(ModelKind::Lenet5), 1)
+    };
+    let err = train_simulated(&cluster, &data, &mut Silent).err().expect("no node, no training");
+    assert!(err.to_string().contains("every node was dropped by step 5"), "{err}");
+}
+
 /// Local steps between synchronisations: the nodes train on their own copies and the master averages
 /// the changes. With one node that is exactly one-process training (the average of one change is the
 /// change); with several it trains, and its traffic per sample falls with the period.

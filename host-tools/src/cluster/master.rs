@@ -192,10 +192,20 @@ impl<N: Network> Master<N> {
         p.last_model_activity = Instant::now();
     }
 
-    /// Runs step `step`: broadcast, collect, aggregate, update.
-    pub fn step(&mut self, step: u32) -> StepOutcome {
+    /// Runs step `step`: broadcast, collect, aggregate, update. When every node has been dropped it
+    /// first waits for one to rejoin, rather than run steps that nobody computes.
+    pub fn step(&mut self, step: u32) -> Result<StepOutcome, ClusterError> {
         self.step = step;
         self.started = true;
+        if !self.peers.iter().any(|p| p.alive) {
+            let waited = Instant::now();
+            while !self.peers.iter().any(|p| p.alive) {
+                if waited.elapsed() > self.config.rejoin_timeout {
+                    return Err(ClusterError::AllNodesLost { step, waited: self.config.rejoin_timeout });
+                }
+                self.receive_once();
+            }
+        }
         let n = if self.config.sync_period > 1 {
             encode_state(&self.model.master, &mut self.model_bytes)
         } else {
@@ -256,7 +266,7 @@ impl<N: Network> Master<N> {
         for p in self.peers.iter_mut().filter(|p| p.stats.is_some()) {
             p.traffic.steps += 1;
         }
-        StepOutcome { stats: total, missing }
+        Ok(StepOutcome { stats: total, missing })
     }
 
     /// Tells every node to stop.

@@ -47,6 +47,10 @@ pub struct ClusterConfig {
     /// How long to wait for all nodes to join.
     #[serde(skip)]
     pub join_timeout: Duration,
+    /// When every node has been dropped, how long to wait for one to rejoin before giving up. Nodes
+    /// rejoin after 30 s without word from the master, so this must be longer.
+    #[serde(skip)]
+    pub rejoin_timeout: Duration,
     /// Silence after which the last model chunk is sent again.
     #[serde(skip)]
     pub resend: Duration,
@@ -72,6 +76,7 @@ impl ClusterConfig {
             sync_period: 1,
             step_deadline: Duration::from_secs(10),
             join_timeout: Duration::from_secs(20),
+            rejoin_timeout: Duration::from_secs(90),
             resend: Duration::from_millis(50),
             nack_delay: Duration::from_millis(20),
             faults: FaultConfig::default(),
@@ -118,6 +123,14 @@ pub enum ClusterError {
     JoinTimeout {
         /// Their ids.
         missing: Vec<u16>,
+    },
+    /// Every node was dropped and none came back.
+    #[error("every node was dropped by step {step} and none rejoined within {waited:?}: check that they still run")]
+    AllNodesLost {
+        /// The step that could not run.
+        step: u32,
+        /// How long the master waited.
+        waited: Duration,
     },
 }
 
@@ -223,7 +236,7 @@ fn drive<N: Network>(
         let mut stats = kernels::BatchStats::default();
         let mut missing_nodes: Vec<u16> = Vec::new();
         for t in 0..steps {
-            let outcome = master.step(epoch * steps + t);
+            let outcome = master.step(epoch * steps + t)?;
             stats.merge(&outcome.stats);
             for id in outcome.missing {
                 if !missing_nodes.contains(&id) {
