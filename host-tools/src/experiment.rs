@@ -50,16 +50,21 @@ pub fn run(args: ExperimentArgs) -> Result<(), CliError> {
     let mut rows = Vec::new();
     for &nodes in &args.nodes.0 {
         let config = run.train_config(nodes == 1, BatchMode::PerNode);
+        let node_dir = out.join(format!("nodes-{nodes}"));
+        if let Some((epochs, traffic)) = finished_earlier(&node_dir, &config) {
+            println!(
+                "{nodes} nodes: finished earlier with the same settings in {}; reusing it (delete that folder to run it again)",
+                node_dir.display()
+            );
+            rows.push(row(nodes, &epochs, &traffic));
+            write_figures(&out, &rows)?;
+            continue;
+        }
         let cluster = run.cluster_config(config.clone(), nodes, BatchMode::PerNode)?;
         run.announce(&config, cluster.mode, &format!("on {nodes} simulated nodes"), &dir, &data);
         let mut progress = Progress::new(run.quiet, None);
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
-        results::write_all(
-            &out.join(format!("nodes-{nodes}")),
-            &config,
-            &result.outcome,
-            Some(&result.traffic),
-        )?;
+        results::write_all(&node_dir, &config, &result.outcome, Some(&result.traffic))?;
         rows.push(row(nodes, &result.outcome.epochs, &result.traffic));
         // Rewritten after every node count so that an interrupted sweep keeps what it measured.
         let written = write_figures(&out, &rows)?;
@@ -70,6 +75,28 @@ pub fn run(args: ExperimentArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The results of a node count's run that completed earlier in `dir` with the same settings (thread
+/// counts aside, which change nothing), so that a rerun of an interrupted sweep continues it.
+fn finished_earlier(
+    dir: &Path,
+    config: &crate::trainer::TrainConfig,
+) -> Option<(Vec<crate::trainer::EpochReport>, Vec<NodeTraffic>)> {
+    #[derive(serde::Deserialize)]
+    struct Finished {
+        config: serde_json::Value,
+        traffic_per_node: Option<Vec<NodeTraffic>>,
+        epochs: Vec<crate::trainer::EpochReport>,
+    }
+    let text = std::fs::read_to_string(dir.join(results::JSON_FILE)).ok()?;
+    let mut finished: Finished = serde_json::from_str(&text).ok()?;
+    let mut wanted = serde_json::to_value(config).ok()?;
+    for value in [&mut finished.config, &mut wanted] {
+        value.as_object_mut()?.remove("threads");
+    }
+    (finished.config == wanted && finished.epochs.len() == config.epochs as usize)
+        .then_some((finished.epochs, finished.traffic_per_node?))
 }
 
 /// Writes `experiment.csv` and both plots for the rows so far; returns the paths written.

@@ -127,3 +127,45 @@ fn resume_continues_exactly() {
     fails_cleanly(&["train", "--model", "lenet5", "--epochs", "2", "--resume", &weights], "not a checkpoint");
     fails_cleanly(&["train", "--model", "lenet5", "--epochs", "1", "--resume", &checkpoint], "more --epochs");
 }
+
+/// `pitrain experiment` writes the CSV and both figures, and a rerun continues an interrupted sweep
+/// instead of repeating finished node counts.
+#[test]
+fn experiment_writes_figures_and_continues() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let args = [
+        "experiment",
+        "--nodes",
+        "1,2",
+        "--model",
+        "lenet5",
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--quiet",
+        "--out",
+        dir,
+    ];
+    let o = pitrain(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.path().join("experiment.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    for figure in ["fig1a_epoch_time.svg", "fig1b_accuracy.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(figure)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("number of devices"), "{figure}");
+    }
+    // As if the sweep had stopped after one node count: the rerun redoes only the missing one.
+    std::fs::remove_dir_all(out.path().join("nodes-2")).unwrap();
+    let o = pitrain(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout.contains("1 nodes: finished earlier"), "{stdout}");
+    assert!(!stdout.contains("2 nodes: finished earlier"), "{stdout}");
+    let again = std::fs::read_to_string(out.path().join("experiment.csv")).unwrap();
+    let (before, after): (Vec<&str>, Vec<&str>) = (csv.lines().collect(), again.lines().collect());
+    assert_eq!(before[1], after[1], "the reused row is the same");
+    let hash = |line: &str| line.rsplit(',').next().unwrap().to_string();
+    assert_eq!(hash(before[2]), hash(after[2]), "the rerun node count trains the same weights");
+}

@@ -68,7 +68,8 @@ fn cluster_file(dir: &Path) -> PathBuf {
         .replacen("# limit = 6000", "limit = 128", 1);
     // Node 1 gets a static address.
     let second = text.rfind("[[node]]").unwrap();
-    let text = format!("{}[[node]]\nid = 1\naddress = \"10.0.0.12/24\"\ngateway = \"10.0.0.1\"\n", &text[..second]);
+    let text =
+        format!("{}[[node]]\nid = 1\naddress = \"10.0.0.12/24\"\ngateway = \"10.0.0.1\"\n", &text[..second]);
     std::fs::write(&path, text).unwrap();
     path
 }

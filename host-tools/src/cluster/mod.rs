@@ -90,7 +90,7 @@ fn lowercase_debug<T: core::fmt::Debug, S: serde::Serializer>(v: &T, s: S) -> Re
 }
 
 /// Bytes and datagrams between the master and one node (UDP payloads).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NodeTraffic {
     /// Master to node.
     pub bytes_to_node: u64,
