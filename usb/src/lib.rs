@@ -29,6 +29,7 @@
 extern crate std;
 
 pub mod descriptor;
+pub mod enumerate;
 pub mod ethernet;
 pub mod host;
 pub mod hub;
