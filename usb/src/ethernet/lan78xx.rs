@@ -87,7 +87,9 @@ pub mod bits {
     pub const PMT_CTL_READY: u32 = 1 << 7;
     /// USB_CFG0: burst cap enable.
     pub const USB_CFG_BCE: u32 = 1 << 5;
-    /// USB_CFG0: bulk-in empty response; cleared, an empty bulk IN is NAKed (U-Boot's reading).
+    /// USB_CFG0: bulk-in empty response. Circle, U-Boot and Linux all clear it, but their comments
+    /// disagree on whether an empty bulk IN is then NAKed or answered with a ZLP; the driver treats
+    /// both as "no frame".
     pub const USB_CFG_BIR: u32 = 1 << 6;
     /// RFE_CTL: perfect destination address filtering.
     pub const RFE_CTL_DA_PERFECT: u32 = 1 << 1;

@@ -65,7 +65,8 @@ pub mod reg {
 pub mod bits {
     /// TX_CFG: transmitter on.
     pub const TX_CFG_ON: u32 = 0x0000_0004;
-    /// HW_CFG: bulk-in empty response (NAK instead of a ZLP when nothing is waiting).
+    /// HW_CFG: bulk-in empty response, set by Linux and U-Boot (whether an empty bulk IN is then
+    /// NAKed or gets a ZLP is not confirmed here; the driver treats both as "no frame").
     pub const HW_CFG_BIR: u32 = 0x0000_1000;
     /// HW_CFG: RX data offset, bits 10:9.
     pub const HW_CFG_RXDOFF: u32 = 0x0000_0600;
