@@ -51,6 +51,32 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Build bootable SD-card images for the nodes (`pitrain image inspect IMAGE` checks one).
     Image(ImageArgs),
+    /// Write an image to an SD card and verify it; refuses anything that is not a free card.
+    Flash(FlashArgs),
+}
+
+/// `pitrain flash ...`
+#[derive(Debug, clap::Args)]
+pub struct FlashArgs {
+    /// The image to write (not with --cluster).
+    #[arg(required_unless_present = "cluster", conflicts_with = "cluster")]
+    pub image: Option<PathBuf>,
+    /// The card: the whole disk of the card reader, e.g. /dev/sdX or /dev/mmcblkN.
+    #[arg(long)]
+    pub device: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Write even though the target does not look like an SD card (not removable, not SD/MMC or
+    /// USB): for loop devices and image files. The other refusals still apply.
+    #[arg(long)]
+    pub allow_non_card: bool,
+    /// Flash every node of this cluster file, one card after another, from --images.
+    #[arg(long, requires = "images")]
+    pub cluster: Option<PathBuf>,
+    /// The folder `pitrain image --all` wrote node-K.img into.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
 }
 
 /// `pitrain cluster ...`
@@ -409,6 +435,9 @@ pub enum CliError {
         /// What is wrong.
         problems: Vec<String>,
     },
+    /// Flashing failed or was refused.
+    #[error(transparent)]
+    Flash(#[from] crate::flash::FlashError),
     /// The memory map could not be read.
     #[error(transparent)]
     Map(#[from] crate::memmap::MapError),
@@ -508,6 +537,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Image(args) => build_images(args),
+        Command::Flash(args) => flash(args),
         Command::Firmware(FirmwareCommand::Map { elf }) => {
             let elf = match elf {
                 Some(elf) => elf,
@@ -603,6 +633,77 @@ impl From<Layout> for ShardLayout {
             Layout::Strided => ShardLayout::Strided,
         }
     }
+}
+
+/// Set by Ctrl-C while a card is written.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn flash(args: FlashArgs) -> Result<(), CliError> {
+    use std::io::BufRead;
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed));
+    let read_line = || {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|n| (n > 0).then_some(line)).unwrap_or(None)
+    };
+    let mut confirm = |question: &str| {
+        eprintln!("{question}\nType yes to continue:");
+        read_line().is_some_and(|l| l.trim() == "yes")
+    };
+    let flash_one = |image: &Path, confirm: &mut dyn FnMut(&str) -> bool| -> Result<String, CliError> {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                .expect("a valid template"),
+        );
+        let mut progress = |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        let outcome = crate::flash::flash(
+            image,
+            &args.device,
+            args.yes,
+            args.allow_non_card,
+            &INTERRUPTED,
+            confirm,
+            &mut progress,
+        );
+        bar.finish_and_clear();
+        Ok(outcome?)
+    };
+    match (&args.image, &args.cluster, &args.images) {
+        (Some(image), _, _) => {
+            let digest = flash_one(image, &mut confirm)?;
+            println!("{}: written, synced and verified (SHA-256 {digest})", args.device.display());
+        }
+        (None, Some(cluster), Some(images)) => {
+            let cluster = crate::cluster_file::ClusterFile::read(cluster)?;
+            let ids = cluster.node_ids();
+            for id in &ids {
+                let image = images.join(format!("node-{id}.img"));
+                if !image.is_file() {
+                    return Err(CliError::Unsupported(format!(
+                        "{} is missing: build the images with pitrain image --all --cluster ... --out {}",
+                        image.display(),
+                        images.display()
+                    )));
+                }
+            }
+            for id in ids {
+                eprintln!(
+                    "Insert the card for node {id} into {} and press Enter (Ctrl-C to stop).",
+                    args.device.display()
+                );
+                if read_line().is_none() {
+                    return Err(CliError::Unsupported(format!("stopped before node {id}: no more input")));
+                }
+                let digest = flash_one(&images.join(format!("node-{id}.img")), &mut confirm)?;
+                println!("node {id}: written, synced and verified (SHA-256 {digest}); remove the card and label it node {id}");
+            }
+        }
+        _ => return Err(CliError::Unsupported("give an IMAGE, or --cluster with --images".into())),
+    }
+    Ok(())
 }
 
 fn build_images(args: ImageArgs) -> Result<(), CliError> {

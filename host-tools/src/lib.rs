@@ -8,6 +8,7 @@
 //! - [`cluster_file`]: the cluster file (cluster.toml).
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
 //! - [`image`]: SD-card images.
+//! - [`flash`]: writing images to cards, safely.
 //! - [`shard`]: node blobs for the firmware.
 //! - [`memmap`]: the firmware's static memory map.
 //! - [`logs`]: decoding the firmware's defmt log.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod cluster_file;
 pub mod experiment;
 pub mod fetch;
+pub mod flash;
 pub mod image;
 pub mod logs;
 pub mod memmap;
