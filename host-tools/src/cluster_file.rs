@@ -332,8 +332,9 @@ pub fn template(name: &str, nodes: u16, master: Ipv4Addr, key: [u8; 32]) -> Stri
     let defaults = TrainConfig::default();
     let key: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let mut text = format!(
-        r#"# pitrain cluster file. `pitrain image --all --cluster THIS_FILE` makes one SD-card image per node;
-# `pitrain train` on the master uses the same file.
+        r#"# pitrain cluster file. `pitrain image --all --cluster THIS_FILE --firmware-dir DIR --out images/`
+# makes one SD-card image per node, and `pitrain flash --cluster THIS_FILE --images images/ --device
+# /dev/sdX` writes them card by card.
 
 # A name for the cluster (for your records).
 name = "{name}"

@@ -220,3 +220,42 @@ fn memory_map_is_static() {
     assert!(report.contains("heap allocator: none linked"), "{report}");
     assert!(report.contains("node blob area: 0x10000000 .. 0x30000000"), "{report}");
 }
+
+/// `pitrain logs --serial` decodes a serial device as the bytes arrive: here a pseudo-terminal
+/// standing in for a USB-UART adapter, fed with a real boot's UART output.
+#[test]
+fn logs_decodes_a_serial_device() {
+    use serialport::SerialPort;
+    use std::io::{BufRead, Write};
+    let (mut adapter, node_side) = serialport::TTYPort::pair().expect("a pseudo-terminal");
+    let device = node_side.name().expect("the pty's name");
+    let run = Boot::new(&firmware().image).run(|_| {}).expect("QEMU runs");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitrain"))
+        .args(["logs", "--elf", firmware().elf.to_str().unwrap(), "--serial", &device, "--baud", "115200"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    adapter.write_all(&run.serial).unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, arrived) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let found = loop {
+        match arrived.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) if line.contains("refused: bad magic") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "no decoded line about the blob; saw: {seen:#?}");
+    assert!(seen.iter().any(|l| l.contains("INFO  pitrain firmware 0.1.0: booted in EL1")), "{seen:#?}");
+    drop(node_side);
+}
