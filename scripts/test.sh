@@ -37,7 +37,7 @@ echo "== benchmarks compile (they measure, so they are run by hand: see README)"
 cargo check -p kernels -p host-tools --benches
 
 echo "== firmware build (aarch64-unknown-none), with the no_std crates it uses"
-cargo build -p firmware -p protocol -p usb --target aarch64-unknown-none --release
+cargo build -p firmware -p protocol -p usb -p netstack --target aarch64-unknown-none --release
 
 # One closing line for the whole run.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
