@@ -2,7 +2,7 @@
 //!
 //! It boots (EL2 to EL1, FP on, stack, `.bss`), installs exception vectors, turns on the MMU and
 //! caches (identity map; a non-cacheable DMA block), checks that the fixed-point kernels run, reports
-//! the board (mailbox) and its timers, then checks the node blob the boot loader placed at
+//! the board (mailbox) and its timers, brings up USB and the Ethernet device behind it (if any), then checks the node blob the boot loader placed at
 //! [`blob::LOAD_ADDRESS`], releases cores 1-3 and trains the blob's model on its shard for its epochs,
 //! all in static memory. Everything is logged with defmt over the PL011 UART. Under QEMU the run ends
 //! through semihosting with a status: 0 trained, 2 exception, 3 not in EL1, 4 self-check failed,
@@ -16,6 +16,7 @@ mod arch;
 mod bsp;
 mod drivers;
 mod log;
+mod net;
 mod smp;
 mod training;
 
@@ -73,6 +74,13 @@ fn kernel_main() -> ! {
     defmt::info!("kernels self-check: {=str}", check);
     report_timers();
     report_board();
+    // Kept for the node's protocol (to come); the self-test uses it now.
+    #[allow(unused_mut, unused_variables)]
+    let mut network = net::bring_up();
+    #[cfg(feature = "selftest-net")]
+    if let Some(eth) = network.as_mut() {
+        net::self_test(eth);
+    }
     if cfg!(feature = "selftest-fault") {
         defmt::info!("self-test: executing brk #0x42");
         // SAFETY: deliberately raises a synchronous exception to exercise the vectors (test builds).

@@ -139,6 +139,9 @@ pub struct Boot {
     /// Offer semihosting, through which the firmware ends the run. Without it QEMU behaves like a
     /// board with no debugger: the firmware parks when done and the run ends at the timeout.
     pub semihosting: bool,
+    /// More QEMU arguments, e.g. `-device usb-net,netdev=n0 -netdev dgram,...` for a NIC behind the
+    /// DWC2 (QEMU then inserts a usb-hub between them).
+    pub extra_args: Vec<String>,
 }
 
 impl Boot {
@@ -150,6 +153,7 @@ impl Boot {
             timeout: Duration::from_secs(120),
             icount: true,
             semihosting: true,
+            extra_args: Vec::new(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Boot {
         if self.semihosting {
             command.arg("-semihosting");
         }
+        command.args(&self.extra_args);
         let mut child = command.spawn().map_err(|_| QemuError::Missing {
             tool: "qemu-system-aarch64".into(),
             hint: "Debian: apt-get install -t bookworm-backports qemu-system-arm (.ci/run does this)",

@@ -10,6 +10,8 @@
 //! - [`host`]: the [`host::UsbHost`] trait every driver above is generic over, the
 //!   [`host::TransferError`] enum, device/endpoint handles and data toggle bookkeeping.
 //! - [`enumerate`]: addressing and configuring devices, powering and resetting hub ports, recursively.
+//! - [`dwc2`]: the DWC2 controller driver's bookkeeping without MMIO (HCTSIZ sizing, HCINT decoding,
+//!   channel allocation, per-device toggles, the split-transaction state machine).
 //! - [`ethernet`]: the [`ethernet::EthernetClass`] trait and the CDC-ECM, SMSC95xx and LAN78xx class
 //!   drivers with their framing as pure functions.
 //!
@@ -29,6 +31,7 @@
 extern crate std;
 
 pub mod descriptor;
+pub mod dwc2;
 pub mod enumerate;
 pub mod ethernet;
 pub mod host;

@@ -9,6 +9,8 @@ pub const PL011_BASE: usize = PERIPHERAL_BASE + 0x20_1000;
 pub const SYSTEM_TIMER_BASE: usize = PERIPHERAL_BASE + 0x3000;
 /// The VideoCore mailboxes (ARM side): mailbox 0 at +0x00 (GPU to ARM), mailbox 1 at +0x20.
 pub const MAILBOX_BASE: usize = PERIPHERAL_BASE + 0xB880;
+/// The DWC2 USB host controller (the Ethernet chip hangs off it).
+pub const USB_BASE: usize = PERIPHERAL_BASE + 0x98_0000;
 /// The GPIO controller (54 lines).
 pub const GPIO_BASE: usize = PERIPHERAL_BASE + 0x20_0000;
 

@@ -76,7 +76,6 @@ mod tag {
     pub const GET_BOARD_MAC_ADDRESS: u32 = 0x0001_0003;
     pub const GET_BOARD_SERIAL: u32 = 0x0001_0004;
     pub const GET_ARM_MEMORY: u32 = 0x0001_0005;
-    #[allow(dead_code, reason = "used by `set_power_state`, whose caller (the USB driver) is to come")]
     pub const SET_POWER_STATE: u32 = 0x0002_8001;
     pub const GET_CLOCK_RATE: u32 = 0x0003_0002;
     pub const SET_GPIO_STATE: u32 = 0x0003_8041;
@@ -233,7 +232,7 @@ pub enum Clock {
 /// Power domains the firmware switches (device ids of the property interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
-#[allow(dead_code, reason = "for the USB driver, which is to come")]
+#[allow(dead_code, reason = "only the USB controller is switched so far")]
 pub enum PowerDevice {
     /// The SD card.
     SdCard = 0,
@@ -294,7 +293,6 @@ impl Mailbox {
 
     /// Switches a power domain on or off; with `wait`, the firmware answers only once the domain
     /// is stable. Returns whether the domain is now on.
-    #[allow(dead_code, reason = "for the USB driver, which is to come")]
     pub fn set_power_state(
         &mut self,
         device: PowerDevice,

@@ -2,6 +2,7 @@
 
 pub mod activity_led;
 pub mod core_mailbox;
+pub mod dwc2;
 pub mod gpio;
 pub mod mailbox;
 pub mod pl011;

@@ -39,15 +39,6 @@ struct Table([u64; 512]);
 static mut LEVEL1: Table = Table([0; 512]);
 static mut LEVEL2: Table = Table([0; 512]);
 
-/// Buffers for DMA: a 2 MiB block mapped non-cacheable (as is everything in `.dma`).
-#[repr(C, align(0x200000))]
-pub struct DmaRegion(pub [u8; BLOCK]);
-
-/// The DMA region (`.dma` is NOLOAD: not part of the image, and not zeroed at boot).
-#[allow(dead_code, reason = "the USB driver's buffers; unused until that driver lands")]
-#[link_section = ".dma"]
-pub static mut DMA_REGION: DmaRegion = DmaRegion([0; BLOCK]);
-
 extern "C" {
     /// Bounds of the `.dma` section, 2 MiB aligned (linker script).
     static __dma_start: u8;

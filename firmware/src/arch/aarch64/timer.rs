@@ -28,6 +28,21 @@ impl GenericTimer {
         CNTPCT_EL0.get()
     }
 
+    /// Waits `us` microseconds, reading the counter only every few thousand instructions. Under
+    /// QEMU's `-icount` every counter read ends a translation block, so a tight polling loop runs
+    /// about ten times slower (in host time per virtual millisecond) than plain instructions; on a
+    /// board the two are alike. Overshoots by at most a few microseconds.
+    pub fn spin_us(&self, us: u64) {
+        let ticks = (us as u128 * self.hz as u128).div_ceil(1_000_000) as u64;
+        let start = self.ticks();
+        while self.ticks().wrapping_sub(start) < ticks {
+            for _ in 0..1024 {
+                // SAFETY: `nop` does nothing; the asm keeps the loop from being optimised away.
+                unsafe { core::arch::asm!("nop", options(nomem, nostack, preserves_flags)) };
+            }
+        }
+    }
+
     /// Microseconds since boot.
     pub fn now_us(&self) -> u64 {
         (self.ticks() as u128 * 1_000_000 / self.hz as u128) as u64
