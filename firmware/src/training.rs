@@ -9,7 +9,7 @@ use kernels::arith::{Arith, SgdConfig};
 use kernels::rng::epoch_order;
 use kernels::train::{accumulate, apply_update, init_params, refresh_working, share_range, weight_hash};
 use kernels::train::{BatchStats, CoreState, ModelState};
-use kernels::{Fixed, Lenet5, MxLenet, Network};
+use kernels::{Fixed, Lenet5, MxLenet, Network, Weights};
 use protocol::blob::{Blob, Settings};
 use protocol::wire::ModelId;
 use spin::Mutex;
@@ -24,8 +24,8 @@ pub const MAX_SAMPLES: usize = 60_000;
 /// per core.
 macro_rules! model_state {
     ($model:ident, $cores:ident, $net:ty) => {
-        static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> = Mutex::new(ModelState::ZERO);
-        static $cores: [Mutex<
+        pub(crate) static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> = Mutex::new(ModelState::ZERO);
+        pub(crate) static $cores: [Mutex<
             CoreState<
                 Fixed,
                 { <$net as Network>::PARAMS },
@@ -79,6 +79,34 @@ pub fn train(blob: &Blob<&[u8]>, cores: usize) -> Result<TrainSummary, TrainErro
     })
 }
 
+/// One batch's gradient on `cores` cores: each core takes a contiguous share of `batch` (local
+/// sample indices into the blob) and sums its exact gradients into its own state; then cores 1.. are
+/// added into core 0's gradients, which hold the batch's sum. Returns each core's statistics.
+pub fn batch_gradient<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+    weights: Weights<'_, Fixed>,
+    blob: &Blob<&[u8]>,
+    batch: &[u32],
+    cores: usize,
+    core_states: &[Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+) -> [BatchStats; CORES] {
+    let core_stats: [Mutex<BatchStats>; CORES] = Default::default();
+    run_on_cores(cores, &|core| {
+        let share = &batch[share_range(batch.len(), cores, core)];
+        let mut state = core_states[core].lock();
+        let (mut scratch, grads) = state.split();
+        grads.fill(Fixed::ZERO_ACC);
+        let samples = share.iter().map(|&i| blob.sample(i as usize));
+        *core_stats[core].lock() = accumulate::<N, Fixed>(weights, samples, &mut scratch, grads);
+    });
+    let mut sum = core_states[0].lock();
+    for other in core_states.iter().take(cores).skip(1) {
+        for (a, &b) in sum.grads.iter_mut().zip(other.lock().grads.iter()) {
+            *a += b;
+        }
+    }
+    core_stats.map(|s| s.into_inner())
+}
+
 fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
     blob: &Blob<&[u8]>,
     settings: &Settings,
@@ -98,7 +126,6 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
     init_params::<N, Fixed>(settings.seed, master);
     momentum.fill(Fixed::ZERO_PARAM);
     refresh_working::<N, Fixed>(master, working);
-    let core_stats: [Mutex<BatchStats>; CORES] = Default::default();
     pmu::start_cycle_counter();
     let mut samples = 0;
     let mut per_core = [0; CORES];
@@ -106,26 +133,12 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
         epoch_order(settings.seed, epoch, order);
         let mut stats = BatchStats::default();
         for batch in order.chunks(settings.batch as usize) {
-            let weights = model.weights();
-            run_on_cores(cores, &|core| {
-                let share = &batch[share_range(batch.len(), cores, core)];
-                let mut state = core_states[core].lock();
-                let (mut scratch, grads) = state.split();
-                grads.fill(Fixed::ZERO_ACC);
-                let samples = share.iter().map(|&i| blob.sample(i as usize));
-                *core_stats[core].lock() = accumulate::<N, Fixed>(weights, samples, &mut scratch, grads);
-            });
-            let mut sum = core_states[0].lock();
-            for (other, other_stats) in core_states.iter().zip(&core_stats).take(cores).skip(1) {
-                for (a, &b) in sum.grads.iter_mut().zip(other.lock().grads.iter()) {
-                    *a += b;
-                }
-                stats.merge(&other_stats.lock());
+            let per_core_stats = batch_gradient::<N, P, V, C, I>(model.weights(), blob, batch, cores, core_states);
+            for (total, core) in per_core.iter_mut().zip(&per_core_stats) {
+                stats.merge(core);
+                *total += core.samples;
             }
-            stats.merge(&core_stats[0].lock());
-            for (total, core) in per_core.iter_mut().zip(&core_stats).take(cores) {
-                *total += core.lock().samples;
-            }
+            let sum = core_states[0].lock();
             let ModelState { master, momentum, working } = &mut *model;
             apply_update::<N, Fixed>(&sgd, master, momentum, working, &sum.grads, batch.len() as u32);
         }

@@ -86,13 +86,14 @@ pub struct NodeNet<'a, E: EthernetClass> {
     udp: SocketHandle,
     dhcp: Option<SocketHandle>,
     master: IpEndpoint,
-    now_us: u64,
+    clock: fn() -> u64,
 }
 
 impl<'a, E: EthernetClass> NodeNet<'a, E> {
-    /// Brings the interface up on `adapter` with `config`, its sockets in `storage`; `now_us` is the
-    /// clock.
-    pub fn new(adapter: E, config: &NetConfig, storage: &'a mut NetStorage<'a>, now_us: u64) -> Self {
+    /// Brings the interface up on `adapter` with `config`, its sockets in `storage`; `clock` gives
+    /// the time in microseconds (smoltcp's timers: ARP, DHCP).
+    pub fn new(adapter: E, config: &NetConfig, storage: &'a mut NetStorage<'a>, clock: fn() -> u64) -> Self {
+        let now_us = clock();
         let mut device = EthernetDevice::new(adapter);
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         // A different seed per node keeps their ports and DHCP transaction ids apart.
@@ -127,13 +128,12 @@ impl<'a, E: EthernetClass> NodeNet<'a, E> {
                 None
             }
         };
-        NodeNet { device, iface, sockets, udp, dhcp, master: config.master, now_us }
+        NodeNet { device, iface, sockets, udp, dhcp, master: config.master, clock }
     }
 
-    /// Advances the clock and moves frames; returns a DHCP event when one happened.
-    pub fn poll(&mut self, now_us: u64) -> Option<NetEvent> {
-        self.now_us = now_us;
-        let now = Instant::from_micros(now_us as i64);
+    /// Moves frames and runs the timers; returns a DHCP event when one happened.
+    pub fn poll(&mut self) -> Option<NetEvent> {
+        let now = Instant::from_micros((self.clock)() as i64);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let handle = self.dhcp?;
         let event = match self.sockets.get_mut::<dhcpv4::Socket>(handle).poll()? {
@@ -180,13 +180,13 @@ impl<E: EthernetClass> Transport for NodeNet<'_, E> {
         let socket = self.sockets.get_mut::<udp::Socket>(self.udp);
         if socket.send_slice(datagram, master).is_err() {
             // Full: push frames out and try once more; after that the protocol repeats what matters.
-            self.poll(self.now_us);
+            self.poll();
             let _ = self.sockets.get_mut::<udp::Socket>(self.udp).send_slice(datagram, master);
         }
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
-        self.poll(self.now_us);
+        self.poll();
         let master = self.master.addr;
         let socket = self.sockets.get_mut::<udp::Socket>(self.udp);
         loop {
@@ -251,6 +251,19 @@ mod tests {
         }
     }
 
+    std::thread_local! {
+        static NOW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The tests' clock: advanced by hand.
+    fn now() -> u64 {
+        NOW.with(|n| n.get())
+    }
+
+    fn set_time(us: u64) {
+        NOW.with(|n| n.set(us));
+    }
+
     fn storage() -> &'static mut NetStorage<'static> {
         Box::leak(Box::new(NetStorage::EMPTY))
     }
@@ -269,7 +282,7 @@ mod tests {
     ) -> NodeNet<'static, Cable> {
         let cable = Cable { mac, inbox: inbox.clone(), outbox: outbox.clone() };
         let config = NetConfig { mac, addressing, node_port: port, master };
-        NodeNet::new(cable, &config, storage(), 0)
+        NodeNet::new(cable, &config, storage(), now)
     }
 
     fn fixed(a: [u8; 4]) -> Addressing {
@@ -287,8 +300,10 @@ mod tests {
         let mut buf = [0u8; 1500];
         let mut got = None;
         for t in 1..20 {
-            a.poll(t * 1000);
-            b.poll(t * 1000);
+            set_time(t * 1000);
+            a.poll();
+            set_time(t * 1000);
+            b.poll();
             if let Some(n) = b.recv(&mut buf) {
                 got = Some(buf[..n].to_vec());
                 break;
@@ -298,7 +313,8 @@ mod tests {
         b.send(b"from the master");
         let mut back = None;
         for t in 20..40 {
-            b.poll(t * 1000);
+            set_time(t * 1000);
+            b.poll();
             if let Some(n) = a.recv(&mut buf) {
                 back = Some(buf[..n].to_vec());
                 break;
@@ -398,7 +414,8 @@ mod tests {
         let mut reply = None;
         for t in 1..20 {
             to_node.borrow_mut().push_back(request.clone());
-            a.poll(t * 1000);
+            set_time(t * 1000);
+            a.poll();
             while let Some(frame) = from_node.borrow_mut().pop_front() {
                 if let Some(answer) = host.answer_arp(&frame) {
                     to_node.borrow_mut().push_back(answer);
@@ -444,7 +461,8 @@ mod tests {
             endpoint([10, 0, 0, 1], 7700),
         );
         assert_eq!(a.address(), None);
-        a.poll(1000);
+        set_time(1000);
+        a.poll();
         let frame = from_node.borrow_mut().pop_front().expect("a DHCP discover");
         let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
         assert_eq!(eth.dst_addr(), EthernetAddress::BROADCAST);
@@ -465,9 +483,11 @@ mod tests {
         b.send(b"not from the master");
         let mut buf = [0u8; 64];
         for t in 1..20 {
-            b.poll(t * 1000);
+            set_time(t * 1000);
+            b.poll();
             assert_eq!(a.recv(&mut buf), None);
-            a.poll(t * 1000);
+            set_time(t * 1000);
+            a.poll();
         }
     }
 }
