@@ -17,6 +17,7 @@ mod bsp;
 mod drivers;
 mod log;
 mod net;
+mod node;
 mod smp;
 mod training;
 
@@ -151,6 +152,20 @@ fn kernel_main() -> ! {
     let online = if s.cores > 1 { smp::start_secondaries() } else { 1 };
     let cores = (s.cores as usize).min(online);
     defmt::info!("training on {=usize} of {=usize} cores", cores, online);
+    if let Some(eth) = network {
+        // With a network the node trains with the master; without one, on its own.
+        let mut net = net::interface(eth, &s.net);
+        let entropy = arch::aarch64::timer::GenericTimer::new().now_us() ^ u64::from(s.node_id) << 48;
+        let outcome = node::run(&blob, cores, &mut net, entropy);
+        net::log_counters(&mut net);
+        match outcome {
+            Ok(()) => arch::aarch64::semihosting::exit(0),
+            Err(error) => {
+                defmt::error!("cannot take part: {}", error);
+                arch::aarch64::semihosting::exit(EXIT_TRAINING)
+            }
+        }
+    }
     match training::train(&blob, cores) {
         Ok(summary) => {
             defmt::info!(

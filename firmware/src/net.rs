@@ -207,3 +207,89 @@ pub fn self_test(eth: &mut Ethernet) {
     }
     defmt::error!("net self-test: no frame within {=u64} ms", SELF_TEST_WAIT_MS);
 }
+
+/// The sockets' and buffers' storage, taken once.
+static NET_STORAGE: static_cell::ConstStaticCell<netstack::node::NetStorage<'static>> =
+    static_cell::ConstStaticCell::new(netstack::node::NetStorage::EMPTY);
+
+/// The network stack over the Ethernet device.
+pub type Network = netstack::node::NodeNet<'static, Ethernet>;
+
+fn now_us() -> u64 {
+    GenericTimer::new().now_us()
+}
+
+/// How long a node waits for a DHCP lease before it goes on trying in the background.
+const DHCP_WAIT_US: u64 = 10_000_000;
+
+/// Brings up smoltcp on the Ethernet device with the blob's network settings: its MAC if it gives
+/// one (else the device's own: QEMU's per-instance NIC MAC, or the board's from the mailbox on the
+/// vendor chips), its static address or DHCP, and the master's address. Logs the outcome.
+pub fn interface(eth: Ethernet, net: &protocol::blob::NetSettings) -> Network {
+    use netstack::node::{endpoint, Addressing, NetConfig};
+    use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+    let mac = if net.mac == [0; 6] { eth.mac_address() } else { net.mac };
+    let addressing = if net.static_address {
+        Addressing::Static {
+            address: Ipv4Cidr::new(Ipv4Address::from(net.address), net.prefix),
+            gateway: (net.gateway != [0; 4]).then(|| Ipv4Address::from(net.gateway)),
+        }
+    } else {
+        Addressing::Dhcp
+    };
+    let config = NetConfig {
+        mac,
+        addressing,
+        node_port: net.node_port,
+        master: endpoint(net.master_address, net.master_port),
+    };
+    let mut network = netstack::node::NodeNet::new(eth, &config, NET_STORAGE.take(), now_us);
+    let start = now_us();
+    while network.address().is_none() && now_us() - start < DHCP_WAIT_US {
+        if let Some(netstack::node::NetEvent::Configured { address, router }) = network.poll() {
+            let [a, b, c, d] = address.address().octets();
+            let [r0, r1, r2, r3] = router.map_or([0; 4], |r| r.octets());
+            defmt::info!(
+                "network: DHCP gave {=u8}.{=u8}.{=u8}.{=u8}/{=u8}, router {=u8}.{=u8}.{=u8}.{=u8}",
+                a,
+                b,
+                c,
+                d,
+                address.prefix_len(),
+                r0,
+                r1,
+                r2,
+                r3
+            );
+        }
+    }
+    match network.address() {
+        Some(address) => {
+            let [a, b, c, d] = address.octets();
+            defmt::info!(
+                "network: up as {=u8}.{=u8}.{=u8}.{=u8}, MAC {}, answering ping",
+                a,
+                b,
+                c,
+                d,
+                defmt::Display2Format(&MacAddress(mac))
+            );
+        }
+        None => defmt::warn!("network: no DHCP lease after 10 s; still asking"),
+    }
+    network
+}
+
+/// Logs the adapter's link state and traffic counters.
+pub fn log_counters(network: &mut Network) {
+    let link = match network.adapter().link_up() {
+        Ok(true) => "up",
+        Ok(false) => "down",
+        Err(_) => "unknown",
+    };
+    let c = network.adapter().counters();
+    defmt::info!(
+        "network: link {=str}; sent {=u32} frames ({=u32} bytes, {=u32} errors), received {=u32} frames ({=u32} bytes), dropped {=u32} bad + {=u32} unparsed + {=u32} too long",
+        link, c.tx_frames, c.tx_bytes, c.tx_errors, c.rx_frames, c.rx_bytes, c.rx_errors, c.rx_framing_errors, c.rx_dropped
+    );
+}

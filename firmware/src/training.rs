@@ -24,7 +24,8 @@ pub const MAX_SAMPLES: usize = 60_000;
 /// per core.
 macro_rules! model_state {
     ($model:ident, $cores:ident, $net:ty) => {
-        pub(crate) static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> = Mutex::new(ModelState::ZERO);
+        pub(crate) static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> =
+            Mutex::new(ModelState::ZERO);
         pub(crate) static $cores: [Mutex<
             CoreState<
                 Fixed,
@@ -133,7 +134,8 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
         epoch_order(settings.seed, epoch, order);
         let mut stats = BatchStats::default();
         for batch in order.chunks(settings.batch as usize) {
-            let per_core_stats = batch_gradient::<N, P, V, C, I>(model.weights(), blob, batch, cores, core_states);
+            let per_core_stats =
+                batch_gradient::<N, P, V, C, I>(model.weights(), blob, batch, cores, core_states);
             for (total, core) in per_core.iter_mut().zip(&per_core_stats) {
                 stats.merge(core);
                 *total += core.samples;

@@ -31,6 +31,16 @@ pub trait Transport {
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize>;
 }
 
+/// A transport lent out: the platform keeps its network stack (to log its counters afterwards).
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn send(&mut self, datagram: &[u8]) {
+        (**self).send(datagram)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        (**self).recv(buf)
+    }
+}
+
 /// A monotonic clock.
 pub trait Clock {
     /// Microseconds since some fixed point.

@@ -1,0 +1,188 @@
+//! The node's part in cluster training: the protocol's node state machine (the same code the
+//! simulated nodes run) over the network, with the blob's shard computed on all cores.
+
+use kernels::train::{BatchStats, CoreState};
+use kernels::{Fixed, Lenet5, MxLenet, Network, Weights};
+use protocol::auth::ClusterKey;
+use protocol::blob::{Blob, Settings};
+use protocol::node::{Clock, Event, Node, NodeBuffers, NodeConfig, Shard, Transport};
+use protocol::wire::{ModelId, ShardSpec};
+use spin::Mutex;
+use static_cell::ConstStaticCell;
+
+use crate::arch::aarch64::timer::GenericTimer;
+use crate::smp::CORES;
+use crate::training::{batch_gradient, LENET5_CORES, MAX_SAMPLES, MXLENET_CORES};
+
+/// The largest batch a node takes per step.
+pub const MAX_BATCH: usize = 1024;
+
+/// Buffer sizes for the larger model; LeNet-5 uses the front of each.
+const SIZES: protocol::node::BufferSizes = NodeBuffers::sizes::<MxLenet>(MAX_SAMPLES, MAX_BATCH);
+
+static MASTER: ConstStaticCell<[i32; SIZES.params]> = ConstStaticCell::new([0; SIZES.params]);
+static WORKING: ConstStaticCell<[i16; SIZES.params]> = ConstStaticCell::new([0; SIZES.params]);
+static GRADS: ConstStaticCell<[i64; SIZES.params]> = ConstStaticCell::new([0; SIZES.params]);
+static MOMENTUM: ConstStaticCell<[i32; SIZES.params]> = ConstStaticCell::new([0; SIZES.params]);
+static BASE: ConstStaticCell<[i32; SIZES.params]> = ConstStaticCell::new([0; SIZES.params]);
+static MODEL: ConstStaticCell<[u8; SIZES.model]> = ConstStaticCell::new([0; SIZES.model]);
+static MODEL_BITMAP: ConstStaticCell<[u8; SIZES.model_bitmap]> =
+    ConstStaticCell::new([0; SIZES.model_bitmap]);
+static UPLOAD: ConstStaticCell<[u8; SIZES.upload]> = ConstStaticCell::new([0; SIZES.upload]);
+static ORDER: ConstStaticCell<[u32; SIZES.order]> = ConstStaticCell::new([0; SIZES.order]);
+static SAMPLES: ConstStaticCell<[u32; SIZES.samples]> = ConstStaticCell::new([0; SIZES.samples]);
+
+/// Why the node cannot take part.
+#[derive(Clone, Copy, Debug, defmt::Format)]
+pub enum NodeError {
+    /// The blob's batch is larger than [`MAX_BATCH`].
+    BatchTooLarge,
+    /// The shard is larger than the firmware's buffers.
+    ShardTooLarge,
+}
+
+/// The blob's shard, computed on `cores` cores.
+struct BlobShard<'b, N: Network, const P: usize, const V: usize, const C: usize, const I: usize> {
+    blob: &'b Blob<&'b [u8]>,
+    spec: ShardSpec,
+    cores: usize,
+    states: &'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    _net: core::marker::PhantomData<N>,
+}
+
+impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize> Shard
+    for BlobShard<'_, N, P, V, C, I>
+{
+    fn spec(&self) -> ShardSpec {
+        self.spec
+    }
+    fn hash(&self) -> u64 {
+        self.blob.shard_hash()
+    }
+    fn cores(&self) -> u8 {
+        self.cores as u8
+    }
+    fn gradient(&mut self, weights: Weights<'_, Fixed>, samples: &[u32], grads: &mut [i64]) -> BatchStats {
+        let per_core = batch_gradient::<N, P, V, C, I>(weights, self.blob, samples, self.cores, self.states);
+        for (g, &c) in grads.iter_mut().zip(self.states[0].lock().grads.iter()) {
+            *g += c;
+        }
+        let mut stats = BatchStats::default();
+        for s in &per_core {
+            stats.merge(s);
+        }
+        stats
+    }
+}
+
+/// The generic timer as the protocol's clock.
+struct TimerClock(GenericTimer);
+
+impl Clock for TimerClock {
+    fn now_us(&mut self) -> u64 {
+        self.0.now_us()
+    }
+}
+
+/// Runs the node until the master stops it; returns the node's counters' summary for the log.
+pub fn run(
+    blob: &Blob<&[u8]>,
+    cores: usize,
+    transport: impl Transport,
+    entropy: u64,
+) -> Result<(), NodeError> {
+    let settings = blob.settings();
+    if settings.batch as usize > MAX_BATCH {
+        return Err(NodeError::BatchTooLarge);
+    }
+    if settings.shard_total as usize > MAX_SAMPLES {
+        return Err(NodeError::ShardTooLarge);
+    }
+    match settings.model {
+        ModelId::MxLenet => {
+            run_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_CORES, transport, entropy)
+        }
+        ModelId::Lenet5 => {
+            run_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_CORES, transport, entropy)
+        }
+    }
+    Ok(())
+}
+
+fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+    blob: &Blob<&[u8]>,
+    settings: &Settings,
+    cores: usize,
+    states: &'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    transport: impl Transport,
+    entropy: u64,
+) {
+    let spec = ShardSpec {
+        total: settings.shard_total,
+        nodes: settings.nodes,
+        index: settings.node_id,
+        layout: settings.shard_layout,
+    };
+    let shard = BlobShard::<N, P, V, C, I> { blob, spec, cores, states, _net: core::marker::PhantomData };
+    let sizes = NodeBuffers::sizes::<N>(settings.shard_total as usize, settings.batch as usize);
+    let buffers = NodeBuffers {
+        master: &mut MASTER.take()[..sizes.params],
+        working: &mut WORKING.take()[..sizes.params],
+        grads: &mut GRADS.take()[..sizes.params],
+        momentum: &mut MOMENTUM.take()[..sizes.params],
+        base: &mut BASE.take()[..sizes.params],
+        model: &mut MODEL.take()[..sizes.model],
+        model_bitmap: &mut MODEL_BITMAP.take()[..sizes.model_bitmap],
+        upload: &mut UPLOAD.take()[..sizes.upload],
+        order: &mut ORDER.take()[..sizes.order],
+        samples: &mut SAMPLES.take()[..sizes.samples],
+    };
+    let config = NodeConfig { firmware_version: FIRMWARE_VERSION, ..NodeConfig::new(settings.node_id) };
+    let key = ClusterKey(settings.cluster_key);
+    let mut node: Node<'_, N, _, _, _> =
+        Node::new(config, key, transport, TimerClock(GenericTimer::new()), shard, buffers, entropy);
+    defmt::info!("node {=u16}: joining the master", settings.node_id);
+    loop {
+        match node.poll() {
+            Event::Joined => defmt::info!("node {=u16}: joined", settings.node_id),
+            Event::Computed { step, samples } => {
+                defmt::debug!("step {=u32}: {=u32} samples", step, samples)
+            }
+            Event::Stopped => {
+                let c = node.counters();
+                defmt::info!(
+                    "node {=u16}: stopped by the master after {=u64} steps; datagrams sent {=u64} ({=u64} bytes), accepted {=u64}, {=u64} bytes received",
+                    settings.node_id,
+                    c.steps,
+                    c.sent,
+                    c.bytes_sent,
+                    c.accepted,
+                    c.bytes_received
+                );
+                return;
+            }
+            Event::Reboot => {
+                defmt::info!("node {=u16}: the master asked for a reboot", settings.node_id);
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The version announced in Hello: major, minor, patch of the crate, one byte each.
+const FIRMWARE_VERSION: u32 = {
+    const fn digit(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let mut v = 0;
+        let mut i = 0;
+        while i < b.len() {
+            v = v * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        v
+    }
+    (digit(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+        | (digit(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+        | digit(env!("CARGO_PKG_VERSION_PATCH"))
+};
