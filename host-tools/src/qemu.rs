@@ -31,6 +31,9 @@ pub enum QemuError {
         /// What it said.
         detail: String,
     },
+    /// QEMU was stopped on request.
+    #[error("QEMU was stopped (the firmware had written {0} bytes to its UART)")]
+    Stopped(usize),
     /// QEMU did not end in time.
     #[error(
         "QEMU did not finish within {0:?} (the firmware had written {1} bytes to its UART); it was stopped"
@@ -142,6 +145,8 @@ pub struct Boot {
     /// More QEMU arguments, e.g. `-device usb-net,netdev=n0 -netdev dgram,...` for a NIC behind the
     /// DWC2 (QEMU then inserts a usb-hub between them).
     pub extra_args: Vec<String>,
+    /// When set (by another thread: Ctrl-C, the end of a cluster run), QEMU is stopped.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Boot {
@@ -154,6 +159,7 @@ impl Boot {
             icount: true,
             semihosting: true,
             extra_args: Vec::new(),
+            stop: None,
         }
     }
 
@@ -219,12 +225,16 @@ impl Boot {
                     })?;
                 }
             }
-            if started.elapsed() > self.timeout {
+            let stopped = self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+            if started.elapsed() > self.timeout || stopped {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = reader.join();
                 while let Ok(chunk) = arrivals.try_recv() {
                     take(chunk, &mut serial);
+                }
+                if stopped {
+                    return Err(QemuError::Stopped(serial.len()));
                 }
                 return Err(QemuError::Timeout(self.timeout, serial.len()));
             }
