@@ -6,6 +6,7 @@
 //! - [`results`]: CSV, JSON and safetensors output.
 //! - [`cluster`]: the UDP master and simulated nodes.
 //! - [`cluster_file`]: the cluster file (cluster.toml).
+//! - [`bridge`]: the user-space IPv4 gateway between QEMU nodes' `-netdev dgram` and the UDP master.
 //! - [`qemu`]: building the firmware image and booting it in QEMU raspi3b.
 //! - [`image`]: SD-card images.
 //! - [`flash`]: writing images to cards, safely.
@@ -14,6 +15,7 @@
 //! - [`logs`]: decoding the firmware's defmt log.
 //! - [`cli`]: the command line.
 
+pub mod bridge;
 pub mod cli;
 pub mod cluster;
 pub mod cluster_file;
