@@ -280,6 +280,19 @@ pub struct TrainArgs {
     /// Train in this one process instead (no master, no nodes); needed for --arith f32.
     #[arg(long, conflicts_with_all = ["nodes", "batch_per_node", "kill", "drop", "duplicate", "reorder"])]
     pub local: bool,
+    /// Run N QEMU raspi3b nodes booting the real firmware instead of simulated ones; their network
+    /// traffic goes through a user-space bridge on 127.0.0.1 and stays on this machine.
+    #[arg(long, conflicts_with_all = ["nodes", "local", "kill", "drop", "duplicate", "reorder"])]
+    pub qemu: Option<u16>,
+    /// With --qemu: deterministic guests (`-icount shift=0,sleep=off`); slower.
+    #[arg(long, requires = "qemu")]
+    pub icount: bool,
+    /// With --qemu: shape each node's link to this many Mbit/s (a Pi 3's Ethernet: 100).
+    #[arg(long, requires = "qemu")]
+    pub link_mbps: Option<f64>,
+    /// With --qemu and --link-mbps: one-way latency of each node's link, in milliseconds.
+    #[arg(long, requires = "link_mbps", default_value_t = 0.0)]
+    pub link_latency_ms: f64,
     /// Everything else.
     #[command(flatten)]
     pub run: RunArgs,
@@ -829,7 +842,11 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
             "--arith f32 (the reference) trains in one process: add --local".into(),
         ));
     }
-    let single = args.local || args.nodes == 1;
+    if args.qemu == Some(0) {
+        return Err(CliError::Unsupported("--qemu must be at least 1".into()));
+    }
+    let nodes = args.qemu.unwrap_or(args.nodes);
+    let single = args.local || nodes == 1;
     let mut config = run.train_config(single, BatchMode::Global);
     config.validate()?;
     run.load_resume(&mut config)?;
@@ -837,8 +854,10 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     let out = run.out.clone().unwrap_or_else(|| default_out(&config));
     let placement = if args.local {
         format!("in one process, {} threads", config.threads)
+    } else if args.qemu.is_some() {
+        format!("on {nodes} QEMU raspi3b nodes (logs in {})", out.join("qemu").display())
     } else {
-        format!("on {} simulated nodes ({} threads each)", args.nodes, config.threads)
+        format!("on {nodes} simulated nodes ({} threads each)", config.threads)
     };
     run.announce(
         &config,
@@ -851,7 +870,38 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
-        let cluster = run.cluster_config(config.clone(), args.nodes, BatchMode::Global)?;
+        let mut cluster = run.cluster_config(config.clone(), nodes, BatchMode::Global)?;
+        if args.qemu.is_some() {
+            let shaping = match args.link_mbps {
+                Some(mbps)
+                    if mbps.is_finite()
+                        && mbps > 0.0
+                        && args.link_latency_ms.is_finite()
+                        && args.link_latency_ms >= 0.0 =>
+                {
+                    Some(crate::bridge::Shaping {
+                        rate_bps: (mbps * 1e6) as u64,
+                        latency: std::time::Duration::from_secs_f64(args.link_latency_ms / 1000.0),
+                    })
+                }
+                Some(_) => {
+                    return Err(CliError::Unsupported(
+                        "--link-mbps must be positive and --link-latency-ms not negative".into(),
+                    ))
+                }
+                None => None,
+            };
+            cluster.qemu = Some(cluster::qemu_nodes::QemuOptions {
+                firmware: None,
+                dir: out.join("qemu"),
+                icount: args.icount,
+                shaping,
+                cores: 4,
+            });
+            // Emulated boards boot and compute more slowly than threads.
+            cluster.join_timeout = cluster.join_timeout.max(std::time::Duration::from_secs(120));
+            cluster.step_deadline = cluster.step_deadline.max(std::time::Duration::from_secs(120));
+        }
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
         (result.outcome, Some(result.traffic))
     };

@@ -271,10 +271,15 @@ impl<N: Network> Master<N> {
 
     /// Tells every node to stop.
     pub fn stop_all(&mut self) {
-        for id in 0..self.config.nodes {
-            if self.peers[id as usize].addr.is_some() {
-                let token = self.peers[id as usize].token;
-                for _ in 0..3 {
+        // Spread over a quarter second: a NIC that is still busy (QEMU's usb-net takes one frame at a
+        // time) drops a burst, and a Stop lost would leave a node waiting for the next step.
+        for round in 0..5 {
+            if round > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for id in 0..self.config.nodes {
+                if self.peers[id as usize].addr.is_some() {
+                    let token = self.peers[id as usize].token;
                     self.send_to(id, token, &Message::Control(Command::Stop));
                 }
             }

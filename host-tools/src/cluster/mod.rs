@@ -1,6 +1,7 @@
 //! Training on a cluster: the UDP master and its nodes (simulated on this machine for now).
 
 pub mod master;
+pub mod qemu_nodes;
 pub mod sim;
 
 use std::net::UdpSocket;
@@ -63,6 +64,9 @@ pub struct ClusterConfig {
     /// A simulated node to kill (and maybe revive).
     #[serde(skip)]
     pub kill: Option<KillPlan>,
+    /// Run the nodes as QEMU raspi3b guests booting the firmware instead of simulated threads.
+    #[serde(skip)]
+    pub qemu: Option<qemu_nodes::QemuOptions>,
 }
 
 impl ClusterConfig {
@@ -81,6 +85,7 @@ impl ClusterConfig {
             nack_delay: Duration::from_millis(20),
             faults: FaultConfig::default(),
             kill: None,
+            qemu: None,
         }
     }
 }
@@ -178,27 +183,43 @@ fn run<N: Network>(
 ) -> Result<ClusterOutcome, ClusterError> {
     let train = config.train.training_set(data);
     let total = train.len() as u32;
-    let key = ClusterKey(rand::random());
+    let key_bytes: [u8; 32] = rand::random();
+    let key = ClusterKey(key_bytes);
     let socket = local_socket().map_err(ClusterError::Socket)?;
     let address = socket.local_addr().map_err(ClusterError::Socket)?;
     let mut master = Master::<N>::new(config.clone(), key.clone(), socket, total)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let max_batch = config.train.batch;
-    let nodes: Vec<_> = (0..config.nodes)
-        .map(|id| {
-            let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
-            let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
-            let (key, shutdown) = (key.clone(), shutdown.clone());
-            let (faults, kill) = (config.faults, config.kill);
-            std::thread::spawn(move || {
-                sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, shutdown)
-            })
-        })
-        .collect();
+    let mut qemu = None;
+    let mut nodes = Vec::new();
+    match &config.qemu {
+        Some(options) => {
+            qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address)?)
+        }
+        None => {
+            for id in 0..config.nodes {
+                let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
+                let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
+                let (key, shutdown) = (key.clone(), shutdown.clone());
+                let (faults, kill) = (config.faults, config.kill);
+                nodes.push(std::thread::spawn(move || {
+                    sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, shutdown)
+                }));
+            }
+        }
+    }
     drop(train);
 
     let result = drive(&mut master, config, data, observer);
     master.stop_all();
+    if let Some(qemu) = qemu {
+        // The firmware ends its QEMU run when the master says stop; stragglers are stopped.
+        for (id, run) in qemu.shutdown(Duration::from_secs(20)).into_iter().enumerate() {
+            if let Err(e) = run {
+                eprintln!("QEMU node {id}: {e}");
+            }
+        }
+    }
     // Nodes stop on the master's word; the flag catches any that missed it.
     std::thread::sleep(Duration::from_millis(50));
     shutdown.store(true, Ordering::Relaxed);

@@ -1,0 +1,175 @@
+//! QEMU raspi3b nodes for a cluster run (`pitrain train --qemu N`): the real firmware, one QEMU per
+//! node, each with its node blob and a USB NIC whose frames reach the master through the user-space
+//! [`bridge`](crate::bridge) on 127.0.0.1. Each node's decoded defmt log goes to `node-K.log`.
+//! Every QEMU started here is stopped when the run ends, fails, or is interrupted.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protocol::blob::{NetSettings, LOAD_ADDRESS};
+
+use super::{ClusterConfig, ClusterError};
+use crate::bridge::{default_node_ip, Bridge, BridgeConfig, BridgeHandle, NodeCounters, NodeLink, Shaping};
+use crate::logs::LogTable;
+use crate::mnist::Mnist;
+use crate::qemu::{build_firmware, workspace_dir, Boot, FirmwareImage, QemuError, QemuRun};
+use crate::shard::{node_blob, NodePlacement};
+
+/// The master's UDP port on the nodes' virtual LAN (the bridge forwards it to the real one).
+pub const MASTER_PORT: u16 = 7700;
+/// The nodes' UDP port.
+pub const NODE_PORT: u16 = 7701;
+
+/// How the QEMU nodes run.
+#[derive(Clone, Debug, Default)]
+pub struct QemuOptions {
+    /// A prebuilt firmware (ELF and kernel8.img); built when absent.
+    pub firmware: Option<FirmwareImage>,
+    /// Where the nodes' logs and blobs go.
+    pub dir: PathBuf,
+    /// Deterministic guests: `-icount shift=0,sleep=off` (instruction counts, slower).
+    pub icount: bool,
+    /// Link shaping per node, both directions.
+    pub shaping: Option<Shaping>,
+    /// Cores per node (1 to 4).
+    pub cores: u8,
+}
+
+/// The running QEMU nodes and their bridge.
+pub struct QemuNodes {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<QemuRun, QemuError>>>,
+    bridge: Option<BridgeHandle>,
+    /// The log files.
+    pub logs: Vec<PathBuf>,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unsupported(format!("QEMU nodes: {what}: {e}"))
+}
+
+impl QemuNodes {
+    /// Writes the blobs, starts the bridge and boots one QEMU per node.
+    pub fn launch(
+        config: &ClusterConfig,
+        options: &QemuOptions,
+        data: &Mnist,
+        key: [u8; 32],
+        master: SocketAddr,
+    ) -> Result<QemuNodes, ClusterError> {
+        std::fs::create_dir_all(&options.dir).map_err(|e| failed("creating the log folder", e))?;
+        let firmware = match &options.firmware {
+            Some(f) => f.clone(),
+            None => build_firmware(&workspace_dir().join("target"), &[])
+                .map_err(|e| failed("building the firmware", e))?,
+        };
+        let table = Arc::new(
+            LogTable::load(&firmware.elf).map_err(|e| failed("reading the firmware's defmt table", e))?,
+        );
+        let mut links = Vec::new();
+        let mut blobs = Vec::new();
+        for id in 0..config.nodes {
+            let ip = default_node_ip(id)
+                .ok_or_else(|| failed("addresses", format!("no address for node {id}")))?;
+            let net = NetSettings {
+                static_address: true,
+                mac: [0; 6],
+                address: ip.octets(),
+                prefix: 24,
+                gateway: [0; 4],
+                master_address: crate::bridge::DEFAULT_GATEWAY_IP.octets(),
+                master_port: MASTER_PORT,
+                node_port: NODE_PORT,
+            };
+            let placement = NodePlacement {
+                layout: config.layout,
+                cores: options.cores,
+                net,
+                cluster_key: key,
+                ..NodePlacement::new(config.nodes, id)
+            };
+            let blob =
+                node_blob(data, &config.train, &placement).map_err(|e| failed("making a node blob", e))?;
+            let path = options.dir.join(format!("node-{id}.blob"));
+            std::fs::write(&path, blob).map_err(|e| failed("writing a node blob", e))?;
+            blobs.push(path);
+            let qemu_port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| failed("finding a free port", e))?
+                .port();
+            let mut link = NodeLink::new(id, qemu_port).expect("every node id below 245 has an address");
+            link.shaping = options.shaping;
+            links.push(link);
+        }
+        let bridge_config = BridgeConfig { nodes: links, ..BridgeConfig::new(master) };
+        let bridge = Bridge::new(bridge_config).map_err(|e| failed("starting the bridge", e))?;
+        let addrs: Vec<_> = (0..config.nodes).map(|id| bridge.node(id).expect("configured")).collect();
+        let bridge = bridge.spawn().map_err(|e| failed("starting the bridge", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut logs = Vec::new();
+        for (id, (blob, addr)) in blobs.into_iter().zip(addrs).enumerate() {
+            let log_path = options.dir.join(format!("node-{id}.log"));
+            let mut log = std::fs::File::create(&log_path).map_err(|e| failed("creating a node log", e))?;
+            logs.push(log_path);
+            let boot = Boot {
+                load: vec![(blob, LOAD_ADDRESS as u64)],
+                timeout: Duration::from_secs(7 * 24 * 3600),
+                icount: options.icount,
+                extra_args: vec![
+                    "-device".into(),
+                    format!("usb-net,netdev=n0,mac=52:54:00:50:{:02x}:{:02x}", id >> 8, id & 0xff),
+                    "-netdev".into(),
+                    addr.netdev_arg("n0"),
+                ],
+                stop: Some(stop.clone()),
+                ..Boot::new(&firmware.image)
+            };
+            let table = table.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut stream = table.stream();
+                boot.run(|bytes| {
+                    for line in stream.feed(bytes) {
+                        let _ = writeln!(log, "node {id} | {line}");
+                    }
+                })
+            }));
+        }
+        Ok(QemuNodes { stop, threads, bridge: Some(bridge), logs })
+    }
+
+    /// Each node's traffic as the bridge counted it.
+    pub fn counters(&self) -> Vec<(u16, NodeCounters)> {
+        self.bridge.as_ref().map(|b| b.all_counters()).unwrap_or_default()
+    }
+
+    /// Waits up to `grace` for the nodes to end by themselves (after the master's stop), then stops
+    /// every QEMU still running and the bridge. Returns each node's run.
+    pub fn shutdown(mut self, grace: Duration) -> Vec<Result<QemuRun, QemuError>> {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let runs = self.threads.drain(..).map(|t| t.join().unwrap_or(Err(QemuError::Stopped(0)))).collect();
+        if let Some(bridge) = self.bridge.take() {
+            let _ = bridge.stop();
+        }
+        runs
+    }
+}
+
+impl Drop for QemuNodes {
+    /// Failure paths and panics: no QEMU outlives the run.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
