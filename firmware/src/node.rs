@@ -142,6 +142,8 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
     let mut node: Node<'_, N, _, _, _> =
         Node::new(config, key, transport, TimerClock(GenericTimer::new()), shard, buffers, entropy);
     defmt::info!("node {=u16}: joining the master", settings.node_id);
+    // Under QEMU -icount shift=0,sleep=off this counts the guest's instructions (all cores).
+    crate::arch::aarch64::pmu::start_cycle_counter();
     loop {
         match node.poll() {
             Event::Joined => defmt::info!("node {=u16}: joined", settings.node_id),
@@ -150,6 +152,11 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
             }
             Event::Stopped => {
                 let c = node.counters();
+                defmt::info!(
+                    "node {=u16}: {=u64} PMU cycles since joining (instructions under QEMU -icount)",
+                    settings.node_id,
+                    crate::arch::aarch64::pmu::cycles()
+                );
                 defmt::info!(
                     "node {=u16}: stopped by the master after {=u64} steps; datagrams sent {=u64} ({=u64} bytes), accepted {=u64}, {=u64} bytes received",
                     settings.node_id,
