@@ -891,6 +891,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
                 }
                 None => None,
             };
+            let _ = ctrlc::set_handler(|| cluster::qemu_nodes::interrupt());
             cluster.qemu = Some(cluster::qemu_nodes::QemuOptions {
                 firmware: None,
                 dir: out.join("qemu"),

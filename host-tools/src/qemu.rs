@@ -187,6 +187,16 @@ impl Boot {
             command.arg("-semihosting");
         }
         command.args(&self.extra_args);
+        // If the thread that started QEMU dies (pitrain killed, a panic), the kernel kills QEMU too,
+        // so no guest outlives its run.
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl, which is
+        // async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|_| QemuError::Missing {
             tool: "qemu-system-aarch64".into(),
             hint: "Debian: apt-get install -t bookworm-backports qemu-system-arm (.ci/run does this)",

@@ -65,3 +65,38 @@ fn two_qemu_nodes_train_exactly_like_two_simulated_nodes() {
     }
     assert_eq!(qemus_mentioning(dir.path().to_str().unwrap()), 0, "no QEMU is left running");
 }
+
+/// Interrupted (SIGINT, as Ctrl-C sends) while the guests run: pitrain says so, exits with 130 and
+/// leaves no QEMU behind.
+#[test]
+fn an_interrupted_run_leaves_no_qemu_behind() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitrain"))
+        .args([
+            "train", "--qemu", "2", "--model", "lenet5", "--epochs", "3", "--limit", "2048", "--quiet",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("MNIST_DIR", common::mnist_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = out.path().to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    // Wait until both guests are up and training.
+    while qemus_mentioning(&dir) < 2 || !out.path().join("qemu/node-1.log").exists() {
+        assert!(started.elapsed().as_secs() < 300, "the QEMU nodes never started");
+        assert!(child.try_wait().unwrap().is_none(), "pitrain ended early");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: kill only sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: stopped the QEMU nodes"), "{stderr}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(qemus_mentioning(&dir), 0, "no QEMU is left running");
+}

@@ -25,6 +25,21 @@ pub const MASTER_PORT: u16 = 7700;
 /// The nodes' UDP port.
 pub const NODE_PORT: u16 = 7701;
 
+/// Stop flags of every QEMU cluster running in this process, for Ctrl-C.
+static RUNNING: std::sync::Mutex<Vec<Arc<AtomicBool>>> = std::sync::Mutex::new(Vec::new());
+
+/// Ctrl-C during a QEMU cluster run: stops every QEMU (their threads kill them within 20 ms), waits
+/// for that, says so and exits with status 130.
+pub fn interrupt() -> ! {
+    let flags = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+    for flag in &flags {
+        flag.store(true, Ordering::Relaxed);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    eprintln!("interrupted: stopped the QEMU nodes; the run's results were not written");
+    std::process::exit(130)
+}
+
 /// How the QEMU nodes run.
 #[derive(Clone, Debug, Default)]
 pub struct QemuOptions {
@@ -111,6 +126,9 @@ impl QemuNodes {
         let addrs: Vec<_> = (0..config.nodes).map(|id| bridge.node(id).expect("configured")).collect();
         let bridge = bridge.spawn().map_err(|e| failed("starting the bridge", e))?;
         let stop = Arc::new(AtomicBool::new(false));
+        if let Ok(mut running) = RUNNING.lock() {
+            running.push(stop.clone());
+        }
         let mut threads = Vec::new();
         let mut logs = Vec::new();
         for (id, (blob, addr)) in blobs.into_iter().zip(addrs).enumerate() {
