@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cluster::{self, ClusterConfig, ClusterError, KillPlan};
+use crate::cluster::{self, ClusterConfig, ClusterError, KillPlan, Revive};
 use crate::fetch::{self, FetchError, Fetched};
 use crate::mnist::{self, Mnist, MnistError, NoData};
 use crate::qemu;
@@ -357,8 +357,8 @@ pub struct RunArgs {
     /// Fault injection: percent of datagrams delivered late, after the next one.
     #[arg(long, default_value_t = 0.0)]
     pub reorder: f64,
-    /// Fault injection: kill node K right after it computes step S, and revive it T seconds later
-    /// if "+T" is given: K@S or K@S+T.
+    /// Fault injection: kill node K right after it computes step S (K@S); revive it T seconds later
+    /// (K@S+T) or as soon as the master begins step R (K@S..R). Steps count from 0 over the whole run.
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<KillPlan>,
     /// Network to train.
@@ -600,27 +600,30 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn parse_kill(text: &str) -> Result<KillPlan, String> {
-    let usage = || format!("'{text}' is not NODE@STEP or NODE@STEP+SECONDS");
+    let usage = || format!("'{text}' is not NODE@STEP, NODE@STEP+SECONDS or NODE@STEP..REVIVE_STEP");
     let (node, rest) = text.split_once('@').ok_or_else(usage)?;
-    let (step, revive) = match rest.split_once('+') {
-        Some((step, secs)) => (step, Some(secs)),
-        None => (rest, None),
-    };
-    let revive_after = match revive {
-        Some(secs) => {
-            let s: f64 = secs.parse().map_err(|_| usage())?;
-            if !(s.is_finite() && s >= 0.0) {
-                return Err(usage());
-            }
-            Some(std::time::Duration::from_secs_f64(s))
+    let (step, revive) = if let Some((step, secs)) = rest.split_once('+') {
+        let s: f64 = secs.parse().map_err(|_| usage())?;
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(usage());
         }
-        None => None,
+        (step, Some(Revive::After(std::time::Duration::from_secs_f64(s))))
+    } else if let Some((step, back)) = rest.split_once("..") {
+        (step, Some(Revive::AtStep(back.parse().map_err(|_| usage())?)))
+    } else {
+        (rest, None)
     };
-    Ok(KillPlan {
+    let plan = KillPlan {
         node: node.parse().map_err(|_| usage())?,
         step: step.parse().map_err(|_| usage())?,
-        revive_after,
-    })
+        revive,
+    };
+    if let Some(Revive::AtStep(back)) = plan.revive {
+        if back <= plan.step {
+            return Err(format!("'{text}': the node must come back at a step after the one it dies at"));
+        }
+    }
+    Ok(plan)
 }
 
 fn percent_to_ppm(name: &str, pct: f64) -> Result<u32, CliError> {
@@ -1118,5 +1121,25 @@ impl Observer for Progress {
             100.0 * r.test_accuracy,
             r.weight_hash
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn kill_plans_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_kill("1@400"), Ok(KillPlan { node: 1, step: 400, revive: None }));
+        assert_eq!(
+            parse_kill("2@5+1.5"),
+            Ok(KillPlan { node: 2, step: 5, revive: Some(Revive::After(Duration::from_millis(1500))) })
+        );
+        assert_eq!(parse_kill("0@3..9"), Ok(KillPlan { node: 0, step: 3, revive: Some(Revive::AtStep(9)) }));
+        for bad in ["1", "x@3", "1@", "1@3+", "1@3+-1", "1@3+inf", "1@3..", "1@3..x"] {
+            assert!(parse_kill(bad).unwrap_err().contains("is not NODE@STEP"), "{bad}");
+        }
+        assert!(parse_kill("1@9..9").unwrap_err().contains("after the one it dies at"));
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use pitrain::cluster::{train_simulated, ClusterConfig, KillPlan};
+use pitrain::cluster::{train_simulated, ClusterConfig, KillPlan, Revive};
 use pitrain::mnist::Mnist;
 use pitrain::trainer::{train, ModelKind, Silent, TrainConfig};
 use protocol::fault::FaultConfig;
@@ -76,7 +76,7 @@ fn lossy_network_changes_nothing() {
 fn dead_node_is_dropped_and_reported() {
     let _serial = serial();
     let data = data();
-    let kill = KillPlan { node: 1, step: 3, revive_after: None };
+    let kill = KillPlan { node: 1, step: 3, revive: None };
     let cluster = ClusterConfig {
         kill: Some(kill),
         step_deadline: Duration::from_millis(500),
@@ -95,10 +95,10 @@ fn dead_node_is_dropped_and_reported() {
 fn revived_node_rejoins() {
     let _serial = serial();
     let data = data();
-    // Killed after step 2 of epoch 1, back 1.5 s later: it misses the rest of epoch 1 (steps take
-    // milliseconds once the 0.5 s deadline has dropped it), rejoins during epoch 2 at the latest, and
-    // trains all of epoch 3.
-    let kill = KillPlan { node: 2, step: 2, revive_after: Some(Duration::from_millis(1500)) };
+    // Killed after step 2 of epoch 1 and back when the master begins step 12 (the third of epoch 2):
+    // it misses the rest of epoch 1, rejoins during epoch 2 and trains all of epoch 3. The revival
+    // is tied to the master's step, not to a clock, so the machine's speed cannot move it.
+    let kill = KillPlan { node: 2, step: 2, revive: Some(Revive::AtStep(12)) };
     let config = TrainConfig { epochs: 3, ..small(ModelKind::Lenet5) };
     let cluster = ClusterConfig {
         kill: Some(kill),
@@ -108,9 +108,11 @@ fn revived_node_rejoins() {
     let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
     assert_eq!(run.traffic[2].joins, 2);
     assert_eq!(run.outcome.epochs[0].missing_nodes, "2");
+    assert_eq!(run.outcome.epochs[1].missing_nodes, "2", "epoch 2 began without it");
     assert_eq!(run.outcome.epochs[2].missing_nodes, "", "back for the whole third epoch");
+    // Steps 0..=2, then from step 12 (if its join beat that step's deadline) or 13 to 29.
     let steps = run.traffic[2].steps;
-    assert!((13..30).contains(&steps), "node 2 trained again after rejoining, but not everything: {steps}");
+    assert!((20..=21).contains(&steps), "node 2 trained steps 0..=2 and 12 or 13..=29, not {steps}");
 }
 
 /// When every node has been dropped the master waits for one to come back instead of running steps
@@ -119,7 +121,7 @@ fn revived_node_rejoins() {
 fn master_waits_when_every_node_is_gone() {
     let _serial = serial();
     let data = data();
-    let kill = KillPlan { node: 0, step: 3, revive_after: Some(Duration::from_millis(1000)) };
+    let kill = KillPlan { node: 0, step: 3, revive: Some(Revive::After(Duration::from_millis(1000))) };
     let cluster = ClusterConfig {
         kill: Some(kill),
         step_deadline: Duration::from_millis(300),
@@ -129,7 +131,7 @@ fn master_waits_when_every_node_is_gone() {
     assert_eq!(run.traffic[0].joins, 2);
     // Only step 4 (due when the node died) runs without it; steps 5..9 wait for its return.
     assert_eq!(run.traffic[0].steps, 9, "every step but the one that timed out");
-    let gone = KillPlan { node: 0, step: 3, revive_after: None };
+    let gone = KillPlan { node: 0, step: 3, revive: None };
     let cluster = ClusterConfig {
         kill: Some(gone),
         step_deadline: Duration::from_millis(300),

@@ -23,7 +23,7 @@ use crate::trainer::{
     Observer, TrainConfig, TrainOutcome,
 };
 use master::Master;
-pub use sim::KillPlan;
+pub use sim::{KillPlan, MasterProgress, Revive};
 
 /// How a cluster run is set up.
 #[derive(Clone, Debug, Serialize)]
@@ -189,6 +189,7 @@ fn run<N: Network>(
     let address = socket.local_addr().map_err(ClusterError::Socket)?;
     let mut master = Master::<N>::new(config.clone(), key.clone(), socket, total)?;
     let shutdown = Arc::new(AtomicBool::new(false));
+    let progress = MasterProgress::default();
     let max_batch = config.train.batch;
     let mut qemu = None;
     let mut nodes = Vec::new();
@@ -201,16 +202,16 @@ fn run<N: Network>(
                 let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
                 let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
                 let (key, shutdown) = (key.clone(), shutdown.clone());
-                let (faults, kill) = (config.faults, config.kill);
+                let (faults, kill, progress) = (config.faults, config.kill, progress.clone());
                 nodes.push(std::thread::spawn(move || {
-                    sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, shutdown)
+                    sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, progress, shutdown)
                 }));
             }
         }
     }
     drop(train);
 
-    let result = drive(&mut master, config, data, observer);
+    let result = drive(&mut master, config, data, &progress, observer);
     master.stop_all();
     if let Some(qemu) = qemu {
         // The firmware ends its QEMU run when the master says stop; stragglers are stopped.
@@ -241,6 +242,7 @@ fn drive<N: Network>(
     master: &mut Master<N>,
     config: &ClusterConfig,
     data: &Mnist,
+    progress: &MasterProgress,
     observer: &mut dyn Observer,
 ) -> Result<Vec<EpochReport>, ClusterError> {
     master.join(config.join_timeout)?;
@@ -257,6 +259,7 @@ fn drive<N: Network>(
         let mut stats = kernels::BatchStats::default();
         let mut missing_nodes: Vec<u16> = Vec::new();
         for t in 0..steps {
+            progress.begin(epoch * steps + t);
             let outcome = master.step(epoch * steps + t)?;
             stats.merge(&outcome.stats);
             for id in outcome.missing {

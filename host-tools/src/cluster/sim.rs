@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,8 +121,34 @@ pub struct KillPlan {
     pub node: u16,
     /// It goes silent right after computing this step.
     pub step: u32,
-    /// It boots again after this long (with a new nonce, so it rejoins), or stays dead.
-    pub revive_after: Option<Duration>,
+    /// When it boots again (with a new nonce, so it rejoins); `None`: it stays dead.
+    pub revive: Option<Revive>,
+}
+
+/// When a killed simulated node boots again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revive {
+    /// This long after it died: what a power cycle looks like.
+    After(Duration),
+    /// As soon as the master has begun this (global) step: the same moment in the training on any
+    /// machine, however fast, which is what tests need.
+    AtStep(u32),
+}
+
+/// The step the master is working on, published for simulated nodes that wait for a step to revive.
+#[derive(Clone, Debug, Default)]
+pub struct MasterProgress(Arc<AtomicU32>);
+
+impl MasterProgress {
+    /// Records that the master has begun `step`.
+    pub fn begin(&self, step: u32) {
+        self.0.store(step, Ordering::Relaxed);
+    }
+
+    /// The step the master began last.
+    pub fn step(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters
@@ -136,6 +162,7 @@ pub fn run_node<N: Network>(
     max_batch: usize,
     faults: FaultConfig,
     kill: Option<KillPlan>,
+    progress: MasterProgress,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<NodeCounters> {
     let kill = kill.filter(|k| k.node == id);
@@ -155,19 +182,24 @@ pub fn run_node<N: Network>(
             Life::Ended(counters) => return Ok(counters),
             Life::Killed(s, counters) => {
                 killed = true;
-                match kill.and_then(|k| k.revive_after) {
-                    Some(pause) => {
-                        std::thread::sleep(pause);
-                        shard = s;
-                    }
-                    None => {
-                        // Dead for good: stay silent until the run ends.
-                        while !shutdown.load(Ordering::Relaxed) {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
+                let died = Instant::now();
+                let revive = kill.and_then(|k| k.revive);
+                // Silent until revival (or, if it stays dead, until the run ends).
+                loop {
+                    if shutdown.load(Ordering::Relaxed) {
                         return Ok(counters);
                     }
+                    let due = match revive {
+                        Some(Revive::After(pause)) => died.elapsed() >= pause,
+                        Some(Revive::AtStep(step)) => progress.step() >= step,
+                        None => false,
+                    };
+                    if due {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
+                shard = s;
             }
         }
     }
