@@ -293,3 +293,45 @@ pub fn log_counters(network: &mut Network) {
         link, c.tx_frames, c.tx_bytes, c.tx_errors, c.rx_frames, c.rx_bytes, c.rx_errors, c.rx_framing_errors, c.rx_dropped
     );
 }
+
+/// Link-test builds (feature `link-test`): instead of training, the node answers the master's link
+/// test ([`netstack::link_test`]) through the same stack and socket, then logs what it did. (Always
+/// compiled, so that the ordinary build checks it; only link-test builds call it.)
+pub fn link_test(network: &mut Network) {
+    use crate::arch::aarch64::pmu;
+    use netstack::link_test::{run, Link};
+    use protocol::node::Transport;
+
+    struct Board<'n>(&'n mut Network);
+
+    impl Link for Board<'_> {
+        fn poll(&mut self) {
+            self.0.poll();
+        }
+        fn try_send(&mut self, datagram: &[u8]) -> bool {
+            self.0.try_send(datagram)
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+            self.0.recv(buf)
+        }
+        fn now_us(&self) -> u64 {
+            now_us()
+        }
+        fn instructions(&self) -> u64 {
+            pmu::cycles()
+        }
+    }
+
+    defmt::info!("link test: answering the master (echo, sink, source) instead of training");
+    pmu::start_cycle_counter();
+    let mut buf = [0u8; 1472];
+    let summary = run(&mut Board(network), &mut buf);
+    defmt::info!(
+        "link test: {=str}; {=u64} datagrams received, {=u64} sent, {=u64} sends failed, {=u64} PMU cycles",
+        if summary.stopped { "stopped by the master" } else { "ended after 120 s of silence" },
+        summary.received,
+        summary.sent,
+        summary.send_failures,
+        pmu::cycles()
+    );
+}

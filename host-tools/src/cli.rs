@@ -247,6 +247,29 @@ pub enum QemuCommand {
         #[arg(long, requires = "blob")]
         cores: Option<u8>,
     },
+    /// Boot one node with the link-test firmware and check and measure its network path: ping,
+    /// UDP echo of every size from 1 to 1472 bytes, throughput each way, and (with --icount) the
+    /// node's instructions per byte.
+    LinkTest {
+        /// Deterministic guest (-icount shift=0,sleep=off): exact instruction counts, slower.
+        #[arg(long)]
+        icount: bool,
+        /// Datagrams in each throughput run.
+        #[arg(long, default_value_t = 2000)]
+        count: u32,
+        /// Bytes per datagram in the throughput runs (4 to 1472).
+        #[arg(long, default_value_t = 1472)]
+        size: u16,
+        /// Shape the node's link to this many Mbit/s (a Pi 3's Ethernet: 100).
+        #[arg(long)]
+        link_mbps: Option<f64>,
+        /// With --link-mbps: one-way latency in milliseconds.
+        #[arg(long, requires = "link_mbps", default_value_t = 0.0)]
+        link_latency_ms: f64,
+        /// Where the node's blob and decoded log go.
+        #[arg(long, default_value = "runs/link-test")]
+        out: PathBuf,
+    },
 }
 
 /// `pitrain data ...`
@@ -448,6 +471,9 @@ pub enum CliError {
         /// What is wrong.
         problems: Vec<String>,
     },
+    /// A link test failed.
+    #[error(transparent)]
+    LinkTest(#[from] crate::link_test::LinkTestError),
     /// Flashing failed or was refused.
     #[error(transparent)]
     Flash(#[from] crate::flash::FlashError),
@@ -527,6 +553,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 Err(CliError::GuestExit(run.status))
             }
+        }
+        Command::Qemu(QemuCommand::LinkTest { icount, count, size, link_mbps, link_latency_ms, out }) => {
+            link_test(icount, count, size, shaping(link_mbps, link_latency_ms)?, out)
         }
         Command::Shard(args) => shard(args),
         Command::Cluster(ClusterCommand::Init { out, nodes, master, name }) => {
@@ -624,6 +653,68 @@ fn parse_kill(text: &str) -> Result<KillPlan, String> {
         }
     }
     Ok(plan)
+}
+
+/// Link shaping from `--link-mbps` and `--link-latency-ms`.
+fn shaping(link_mbps: Option<f64>, latency_ms: f64) -> Result<Option<crate::bridge::Shaping>, CliError> {
+    match link_mbps {
+        Some(mbps) if mbps.is_finite() && mbps > 0.0 && latency_ms.is_finite() && latency_ms >= 0.0 => {
+            Ok(Some(crate::bridge::Shaping {
+                rate_bps: (mbps * 1e6) as u64,
+                latency: std::time::Duration::from_secs_f64(latency_ms / 1000.0),
+            }))
+        }
+        Some(_) => Err(CliError::Unsupported(
+            "--link-mbps must be positive and --link-latency-ms not negative".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `pitrain qemu link-test`.
+fn link_test(
+    icount: bool,
+    count: u32,
+    size: u16,
+    shaping: Option<crate::bridge::Shaping>,
+    out: PathBuf,
+) -> Result<(), CliError> {
+    use crate::link_test::{measure, LinkNode, LinkOptions};
+    let options = LinkOptions { icount, shaping, ..LinkOptions::new(out) };
+    println!("booting a link-test node in QEMU raspi3b (usb-net behind a hub, bridge on 127.0.0.1)...");
+    let node = LinkNode::start(&options)?;
+    println!(
+        "node ready after {:.2} s; its log: {}",
+        node.boot_time.as_secs_f64(),
+        node.log_path().display()
+    );
+    let report = measure(&node, count, size)?;
+    let run = node.finish(std::time::Duration::from_secs(10))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    println!("ping: 56 bytes {:.2} ms, 1472 bytes {:.2} ms", ms(report.ping[0]), ms(report.ping[1]));
+    println!(
+        "UDP echo: every size 1..={} bytes came back intact, mean round trip {:.2} ms",
+        report.echo_sizes,
+        ms(report.echo_mean)
+    );
+    for (name, t) in [("master -> node", &report.to_node), ("node -> master", &report.from_node)] {
+        let cost = if icount {
+            format!(", {:.1} node instructions per byte", t.instructions_per_byte())
+        } else {
+            String::new()
+        };
+        println!(
+            "{name}: {} of {} datagrams of {size} bytes ({:.1}% lost), {:.2} MB/s{cost}",
+            t.delivered,
+            t.offered,
+            t.loss_percent(),
+            t.megabytes_per_second()
+        );
+    }
+    if run.status != 0 {
+        return Err(CliError::GuestExit(run.status));
+    }
+    Ok(())
 }
 
 fn percent_to_ppm(name: &str, pct: f64) -> Result<u32, CliError> {
@@ -875,25 +966,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     } else {
         let mut cluster = run.cluster_config(config.clone(), nodes, BatchMode::Global)?;
         if args.qemu.is_some() {
-            let shaping = match args.link_mbps {
-                Some(mbps)
-                    if mbps.is_finite()
-                        && mbps > 0.0
-                        && args.link_latency_ms.is_finite()
-                        && args.link_latency_ms >= 0.0 =>
-                {
-                    Some(crate::bridge::Shaping {
-                        rate_bps: (mbps * 1e6) as u64,
-                        latency: std::time::Duration::from_secs_f64(args.link_latency_ms / 1000.0),
-                    })
-                }
-                Some(_) => {
-                    return Err(CliError::Unsupported(
-                        "--link-mbps must be positive and --link-latency-ms not negative".into(),
-                    ))
-                }
-                None => None,
-            };
+            let shaping = shaping(args.link_mbps, args.link_latency_ms)?;
             let _ = ctrlc::set_handler(|| cluster::qemu_nodes::interrupt());
             cluster.qemu = Some(cluster::qemu_nodes::QemuOptions {
                 firmware: None,

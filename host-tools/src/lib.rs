@@ -23,6 +23,7 @@ pub mod experiment;
 pub mod fetch;
 pub mod flash;
 pub mod image;
+pub mod link_test;
 pub mod logs;
 pub mod memmap;
 pub mod mnist;

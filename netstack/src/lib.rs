@@ -6,6 +6,8 @@
 //!   [`usb::ethernet::EthernetClass`] (CDC-ECM in QEMU, SMSC95xx on a 3B, LAN78xx on a 3B+).
 //! - [`node`]: [`node::NodeNet`], the interface (ARP, ICMP echo so boards answer ping, UDP, DHCP or a
 //!   static address from the node blob) with its sockets in caller-provided static storage.
+//! - [`link_test`]: the UDP echo / sink / source responder a link-test firmware runs instead of
+//!   training, and its control format, shared with `pitrain qemu link-test`.
 //!
 //! [`Transport`]: protocol::node::Transport
 
@@ -16,5 +18,6 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod link_test;
 pub mod node;
 pub mod phy;

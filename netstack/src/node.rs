@@ -168,6 +168,13 @@ impl<'a, E: EthernetClass> NodeNet<'a, E> {
         self.iface.ipv4_addr()
     }
 
+    /// Queues one datagram to the master; `false` when the socket's send buffer is full (or the
+    /// datagram is larger than it), so that a sender that must not lose it can poll and try again.
+    pub fn try_send(&mut self, datagram: &[u8]) -> bool {
+        let master = self.master;
+        self.sockets.get_mut::<udp::Socket>(self.udp).send_slice(datagram, master).is_ok()
+    }
+
     /// The adapter (MAC, link state, counters).
     pub fn adapter(&mut self) -> &mut E {
         self.device.adapter()
@@ -176,12 +183,10 @@ impl<'a, E: EthernetClass> NodeNet<'a, E> {
 
 impl<E: EthernetClass> Transport for NodeNet<'_, E> {
     fn send(&mut self, datagram: &[u8]) {
-        let master = self.master;
-        let socket = self.sockets.get_mut::<udp::Socket>(self.udp);
-        if socket.send_slice(datagram, master).is_err() {
+        if !self.try_send(datagram) {
             // Full: push frames out and try once more; after that the protocol repeats what matters.
             self.poll();
-            let _ = self.sockets.get_mut::<udp::Socket>(self.udp).send_slice(datagram, master);
+            let _ = self.try_send(datagram);
         }
     }
 
