@@ -7,7 +7,8 @@
 //! ICMP echo for it, and turns each node's UDP to the gateway into UDP from a socket of its own on
 //! 127.0.0.1, one socket per node, so the unchanged std-UDP master sees one source address per node,
 //! as it would see one IP per board. The master's answers to that socket go back to the node as
-//! Ethernet/IPv4/UDP frames from the gateway.
+//! Ethernet/IPv4/UDP frames from the gateway. It is also the nodes' DHCP server: a node that asks
+//! (its blob says DHCP, as on a LAN with a router) is offered its configured address.
 //!
 //! Nothing ever leaves the machine: the bridge sends only to 127.0.0.1 (the master and the QEMU ports),
 //! needs no root, no TAP device and no slirp. Each node's link can be shaped (token bucket and one-way
@@ -29,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
-    ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, UDP_HEADER_LEN,
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame,
+    EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr,
+    UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETHERNET_HEADER_LEN, IPV4_HEADER_LEN,
+    UDP_HEADER_LEN,
 };
 
 /// The gateway's default address on the nodes' network.
@@ -66,6 +68,10 @@ const READ_BURST: usize = 64;
 const IDLE_TICK: Duration = Duration::from_millis(250);
 /// TTL of the packets the gateway originates.
 const HOP_LIMIT: u8 = 64;
+/// The lease the bridge's DHCP server gives: long, the addresses are fixed anyway.
+const DHCP_LEASE_SECONDS: u32 = 24 * 3600;
+/// The nodes' network is a /24 around the gateway.
+const DHCP_SUBNET_MASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
 /// ICMP identifier of the bridge's pings ("pt").
 const PING_IDENT: u16 = 0x7074;
 
@@ -226,7 +232,7 @@ pub struct NodeCounters {
     pub datagrams_from_master: u64,
     /// Frames that did not parse, or failed a checksum.
     pub malformed: u64,
-    /// Well-formed frames the bridge does not handle: IPv6, broadcast IPv4 (DHCP), other destinations,
+    /// Well-formed frames the bridge does not handle: IPv6, broadcast IPv4 other than DHCP, other destinations,
     /// fragments, ARP for other addresses, a source address that is not the node's, other protocols.
     pub unsupported: u64,
     /// Frames dropped because a shaped link's queue was full or the node's MAC never resolved.
@@ -786,8 +792,42 @@ impl Worker {
         match eth.ethertype() {
             EthernetProtocol::Arp => self.nodes[i].handle_arp(&self.gateway, &eth, now, c),
             EthernetProtocol::Ipv4 if eth.dst_addr() == self.gateway.mac => self.handle_ipv4(i, &eth, now, c),
+            EthernetProtocol::Ipv4 if eth.dst_addr().is_broadcast() => self.handle_broadcast(i, &eth, now, c),
             _ => c.unsupported += 1,
         }
+    }
+
+    /// A broadcast IPv4 frame: only a DHCP client's (from 0.0.0.0 or its own address, to
+    /// 255.255.255.255, UDP 68 to 67) is answered.
+    fn handle_broadcast(&mut self, i: usize, eth: &EthernetFrame<&[u8]>, now: Instant, c: &mut NodeCounters) {
+        let caps = ChecksumCapabilities::default();
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            c.malformed += 1;
+            return;
+        };
+        let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else {
+            c.malformed += 1;
+            return;
+        };
+        if ip_repr.next_header != IpProtocol::Udp || !ip_repr.dst_addr.is_broadcast() {
+            c.unsupported += 1;
+            return;
+        }
+        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+            c.malformed += 1;
+            return;
+        };
+        let Ok(udp_repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else {
+            c.malformed += 1;
+            return;
+        };
+        if (udp_repr.src_port, udp_repr.dst_port) != (DHCP_CLIENT_PORT, DHCP_SERVER_PORT) {
+            c.unsupported += 1;
+            return;
+        }
+        let gateway = self.gateway;
+        self.nodes[i].handle_dhcp(&gateway, udp.payload(), now, c);
     }
 
     fn handle_ipv4(&mut self, i: usize, eth: &EthernetFrame<&[u8]>, now: Instant, c: &mut NodeCounters) {
@@ -825,6 +865,11 @@ impl Worker {
                     c.malformed += 1;
                     return;
                 };
+                if (udp_repr.src_port, udp_repr.dst_port) == (DHCP_CLIENT_PORT, DHCP_SERVER_PORT) {
+                    // A lease renewal, sent to the server directly.
+                    node.handle_dhcp(&gateway, udp.payload(), now, c);
+                    return;
+                }
                 node.ports = Some((udp_repr.dst_port, udp_repr.src_port));
                 match node.host.send_to(udp.payload(), gateway.master) {
                     Ok(_) => c.datagrams_to_master += 1,
@@ -921,6 +966,71 @@ impl Node {
             if !self.outbound.push(now, frame) {
                 c.queue_drops += 1;
             }
+        }
+    }
+
+    /// Answers the node's DHCP client: the only address it is offered is its configured one, with
+    /// the gateway as router and server.
+    fn handle_dhcp(&mut self, gateway: &Gateway, message: &[u8], now: Instant, c: &mut NodeCounters) {
+        let Ok(packet) = DhcpPacket::new_checked(message) else {
+            c.malformed += 1;
+            return;
+        };
+        let Ok(request) = DhcpRepr::parse(&packet) else {
+            c.malformed += 1;
+            return;
+        };
+        let wanted = request.requested_ip.unwrap_or(request.client_ip);
+        let answer = match request.message_type {
+            DhcpMessageType::Discover => DhcpMessageType::Offer,
+            DhcpMessageType::Request if wanted == self.ip => DhcpMessageType::Ack,
+            DhcpMessageType::Request => DhcpMessageType::Nak,
+            // Release, decline, inform: nothing to keep track of.
+            _ => {
+                c.unsupported += 1;
+                return;
+            }
+        };
+        let client = request.client_hardware_address;
+        if !client.is_unicast() {
+            c.malformed += 1;
+            return;
+        }
+        self.learn(client, now, c);
+        let offered = answer != DhcpMessageType::Nak;
+        let reply = DhcpRepr {
+            message_type: answer,
+            transaction_id: request.transaction_id,
+            secs: 0,
+            client_hardware_address: client,
+            client_ip: Ipv4Addr::UNSPECIFIED,
+            your_ip: if offered { self.ip } else { Ipv4Addr::UNSPECIFIED },
+            server_ip: gateway.ip,
+            router: offered.then_some(gateway.ip),
+            subnet_mask: offered.then_some(DHCP_SUBNET_MASK),
+            relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: None,
+            client_identifier: None,
+            server_identifier: Some(gateway.ip),
+            parameter_request_list: None,
+            dns_servers: None,
+            max_size: None,
+            lease_duration: offered.then_some(DHCP_LEASE_SECONDS),
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        };
+        let mut payload = vec![0u8; reply.buffer_len()];
+        if reply.emit(&mut DhcpPacket::new_unchecked(&mut payload[..])).is_err() {
+            c.send_errors += 1;
+            return;
+        }
+        // To the broadcast address: the client has no address yet to receive a unicast on.
+        let frame =
+            udp_frame(gateway, client, Ipv4Addr::BROADCAST, DHCP_SERVER_PORT, DHCP_CLIENT_PORT, &payload);
+        if !self.outbound.push(now, frame) {
+            c.queue_drops += 1;
         }
     }
 
@@ -1200,6 +1310,89 @@ mod tests {
 
     fn is_udp(frame: &[u8]) -> bool {
         frame.len() > 23 && frame[12..14] == [0x08, 0x00] && frame[23] == 17
+    }
+
+    /// A DHCP client's broadcast from `node`, as smoltcp's DHCP socket sends it.
+    fn dhcp_from(node: &FakeNode, message_type: DhcpMessageType, requested: Option<Ipv4Addr>) -> Vec<u8> {
+        let repr = DhcpRepr {
+            message_type,
+            transaction_id: 0x1234_5678,
+            secs: 0,
+            client_hardware_address: node.mac,
+            client_ip: Ipv4Addr::UNSPECIFIED,
+            your_ip: Ipv4Addr::UNSPECIFIED,
+            server_ip: Ipv4Addr::UNSPECIFIED,
+            router: None,
+            subnet_mask: None,
+            relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: requested,
+            client_identifier: Some(node.mac),
+            server_identifier: requested.map(|_| GATEWAY),
+            parameter_request_list: Some(&[1, 3, 6]),
+            dns_servers: None,
+            max_size: Some(1432),
+            lease_duration: None,
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        };
+        let mut payload = vec![0u8; repr.buffer_len()];
+        repr.emit(&mut DhcpPacket::new_unchecked(&mut payload[..])).unwrap();
+        let me = Gateway { ip: Ipv4Addr::UNSPECIFIED, mac: node.mac, master: node.bridge };
+        udp_frame(
+            &me,
+            EthernetAddress::BROADCAST,
+            Ipv4Addr::BROADCAST,
+            DHCP_CLIENT_PORT,
+            DHCP_SERVER_PORT,
+            &payload,
+        )
+    }
+
+    fn dhcp_reply(frame: &[u8]) -> (EthernetRepr, Ipv4Repr, DhcpMessageType, Ipv4Addr, Option<Ipv4Addr>) {
+        let (eth, ip, udp, payload) = parse_udp(frame);
+        assert_eq!((udp.src_port, udp.dst_port), (DHCP_SERVER_PORT, DHCP_CLIENT_PORT));
+        let packet = DhcpPacket::new_checked(&payload[..]).unwrap();
+        let repr = DhcpRepr::parse(&packet).unwrap();
+        assert_eq!(repr.transaction_id, 0x1234_5678);
+        assert_eq!(repr.server_identifier, Some(GATEWAY));
+        (eth, ip, repr.message_type, repr.your_ip, repr.router)
+    }
+
+    #[test]
+    fn dhcp_offers_and_acknowledges_the_node_its_own_address_only() {
+        let s = setup(&[None, None]);
+        let node = &s.nodes[1];
+        node.send(&dhcp_from(node, DhcpMessageType::Discover, None));
+        let (eth, ip, kind, yours, router) = dhcp_reply(&node.recv());
+        assert_eq!((eth.src_addr, eth.dst_addr), (GATEWAY_MAC, node.mac));
+        assert_eq!((ip.src_addr, ip.dst_addr), (GATEWAY, Ipv4Addr::BROADCAST));
+        assert_eq!((kind, yours, router), (DhcpMessageType::Offer, node.ip, Some(GATEWAY)));
+        assert_eq!(node.ip, Ipv4Addr::new(10, 0, 0, 11), "node 1's configured address");
+
+        node.send(&dhcp_from(node, DhcpMessageType::Request, Some(node.ip)));
+        let (_, _, kind, yours, _) = dhcp_reply(&node.recv());
+        assert_eq!((kind, yours), (DhcpMessageType::Ack, node.ip));
+
+        node.send(&dhcp_from(node, DhcpMessageType::Request, Some(Ipv4Addr::new(10, 0, 0, 10))));
+        let (_, _, kind, yours, _) = dhcp_reply(&node.recv());
+        assert_eq!(
+            (kind, yours),
+            (DhcpMessageType::Nak, Ipv4Addr::UNSPECIFIED),
+            "node 0's address is not node 1's"
+        );
+
+        // Other broadcasts are not answered.
+        let mut other = dhcp_from(node, DhcpMessageType::Discover, None);
+        let udp_at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN;
+        other[udp_at + 2..udp_at + 4].copy_from_slice(&9999u16.to_be_bytes());
+        other[udp_at + 6..udp_at + 8].copy_from_slice(&[0, 0]);
+        node.send(&other);
+        node.assert_silent(Duration::from_millis(200));
+        let c = s.bridge.counters(1).unwrap();
+        assert_eq!((c.frames_from_node, c.frames_to_node, c.unsupported), (4, 3, 1), "{c:?}");
+        s.bridge.stop().unwrap();
     }
 
     #[test]

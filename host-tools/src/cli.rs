@@ -269,6 +269,9 @@ pub enum QemuCommand {
         /// Where the node's blob and decoded log go.
         #[arg(long, default_value = "runs/link-test")]
         out: PathBuf,
+        /// The node asks for its address by DHCP (the bridge serves it) instead of a static one.
+        #[arg(long)]
+        dhcp: bool,
     },
 }
 
@@ -554,8 +557,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Err(CliError::GuestExit(run.status))
             }
         }
-        Command::Qemu(QemuCommand::LinkTest { icount, count, size, link_mbps, link_latency_ms, out }) => {
-            link_test(icount, count, size, shaping(link_mbps, link_latency_ms)?, out)
+        Command::Qemu(QemuCommand::LinkTest {
+            icount,
+            count,
+            size,
+            link_mbps,
+            link_latency_ms,
+            out,
+            dhcp,
+        }) => {
+            let options = crate::link_test::LinkOptions {
+                icount,
+                shaping: shaping(link_mbps, link_latency_ms)?,
+                dhcp,
+                ..crate::link_test::LinkOptions::new(out)
+            };
+            link_test(&options, count, size)
         }
         Command::Shard(args) => shard(args),
         Command::Cluster(ClusterCommand::Init { out, nodes, master, name }) => {
@@ -672,17 +689,10 @@ fn shaping(link_mbps: Option<f64>, latency_ms: f64) -> Result<Option<crate::brid
 }
 
 /// `pitrain qemu link-test`.
-fn link_test(
-    icount: bool,
-    count: u32,
-    size: u16,
-    shaping: Option<crate::bridge::Shaping>,
-    out: PathBuf,
-) -> Result<(), CliError> {
-    use crate::link_test::{measure, LinkNode, LinkOptions};
-    let options = LinkOptions { icount, shaping, ..LinkOptions::new(out) };
+fn link_test(options: &crate::link_test::LinkOptions, count: u32, size: u16) -> Result<(), CliError> {
+    use crate::link_test::{measure, LinkNode};
     println!("booting a link-test node in QEMU raspi3b (usb-net behind a hub, bridge on 127.0.0.1)...");
-    let node = LinkNode::start(&options)?;
+    let node = LinkNode::start(options)?;
     println!(
         "node ready after {:.2} s; its log: {}",
         node.boot_time.as_secs_f64(),
@@ -698,7 +708,7 @@ fn link_test(
         ms(report.echo_mean)
     );
     for (name, t) in [("master -> node", &report.to_node), ("node -> master", &report.from_node)] {
-        let cost = if icount {
+        let cost = if options.icount {
             format!(", {:.1} node instructions per byte", t.instructions_per_byte())
         } else {
             String::new()

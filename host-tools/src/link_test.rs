@@ -83,10 +83,12 @@ pub struct LinkOptions {
     pub shaping: Option<Shaping>,
     /// How long the node may take to boot and say it is ready.
     pub boot_timeout: Duration,
+    /// The node asks for its address by DHCP (the bridge answers) instead of taking it from its blob.
+    pub dhcp: bool,
 }
 
 impl LinkOptions {
-    /// Defaults: build the firmware, no icount, no shaping, two minutes to boot.
+    /// Defaults: build the firmware, no icount, no shaping, two minutes to boot, static address.
     pub fn new(dir: PathBuf) -> LinkOptions {
         LinkOptions {
             firmware: None,
@@ -94,6 +96,7 @@ impl LinkOptions {
             icount: false,
             shaping: None,
             boot_timeout: Duration::from_secs(120),
+            dhcp: false,
         }
     }
 }
@@ -186,7 +189,7 @@ impl LinkNode {
         let blank = Split::new(vec![0; kernels::IMAGE_PIXELS], vec![0]);
         let data = Mnist { train: blank.clone(), test: blank };
         let net = NetSettings {
-            static_address: true,
+            static_address: !options.dhcp,
             mac: [0; 6],
             address: default_node_ip(0).expect("node 0 has an address").octets(),
             prefix: 24,

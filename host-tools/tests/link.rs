@@ -1,5 +1,5 @@
 //! One QEMU raspi3b node with its network up (DWC2 -> the usb-hub QEMU inserts -> usb-net, smoltcp,
-//! static address from its blob), running the link-test firmware behind the user-space bridge:
+//! static address from its blob or DHCP), running the link-test firmware behind the user-space bridge:
 //! it answers ping, echoes UDP datagrams of every size intact, and survives random frames and a
 //! flood of datagrams.
 
@@ -14,9 +14,9 @@ use rand::{Rng, SeedableRng};
 const GUEST_MAC: [u8; 6] = [0x40, 0x54, 0x00, 0x50, 0x00, 0x00];
 const GUEST_IP: [u8; 4] = [10, 0, 0, 10];
 
-fn start(dir: &std::path::Path) -> LinkNode {
+fn start(dir: &std::path::Path, dhcp: bool) -> LinkNode {
     let firmware = link_test_firmware().expect("the link-test firmware builds");
-    let options = LinkOptions { firmware: Some(firmware), ..LinkOptions::new(dir.to_path_buf()) };
+    let options = LinkOptions { firmware: Some(firmware), dhcp, ..LinkOptions::new(dir.to_path_buf()) };
     LinkNode::start(&options).expect("the node boots, gets its address and says it is ready")
 }
 
@@ -34,7 +34,7 @@ fn frames_received(log: &str) -> u64 {
 #[test]
 fn node_answers_ping_and_echoes_udp_of_every_size() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    let node = start(dir.path(), false);
     let log = log_text(&node);
     assert!(
         log.contains(
@@ -122,7 +122,11 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 #[test]
 fn random_frames_and_a_flood_do_not_stop_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    // This node asks for its address by DHCP, the board's default; the bridge serves it.
+    let node = start(dir.path(), true);
+    let log = log_text(&node);
+    assert!(log.contains("network: DHCP gave 10.0.0.10/24, router 10.0.0.1"), "{log}");
+    assert!(log.contains("network: up as 10.0.0.10"), "{log}");
     let frames = random_frames(10_000, 7);
     // In bursts, each followed by an echo: the node keeps answering all along, and pacing keeps
     // QEMU's queues from dropping the junk before the firmware has seen it.
