@@ -320,6 +320,9 @@ pub fn link_test(network: &mut Network) {
         fn instructions(&self) -> u64 {
             pmu::cycles()
         }
+        fn waiting(&self) -> u64 {
+            crate::drivers::dwc2::waiting_cycles()
+        }
     }
 
     defmt::info!("link test: answering the master (echo, sink, source) instead of training");

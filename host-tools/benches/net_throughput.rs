@@ -16,7 +16,15 @@ use pitrain::link_test::{link_test_firmware, LinkNode, LinkOptions, Transfer, SI
 const PI3_LINE_RATE_MB_S: f64 = 100e6 / 8.0 * 1472.0 / (1472.0 + 28.0 + 14.0 + 24.0) / 1e6;
 
 fn row(what: &str, t: &Transfer, icount: bool) {
-    let cost = if icount { format!("{:>9.1} instr/byte", t.instructions_per_byte()) } else { String::new() };
+    let cost = if icount {
+        format!(
+            "{:>9.1} instr/byte, {:>6.1} of them not waiting for the USB controller",
+            t.instructions_per_byte(),
+            t.working_instructions_per_byte()
+        )
+    } else {
+        String::new()
+    };
     println!(
         "  {what:<15} {:>6} / {:<6} datagrams ({:>5.1}% lost) {:>8.2} MB/s ({:>5.2}x the Pi 3 line rate){cost}",
         t.delivered,

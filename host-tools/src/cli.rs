@@ -709,7 +709,11 @@ fn link_test(options: &crate::link_test::LinkOptions, count: u32, size: u16) -> 
     );
     for (name, t) in [("master -> node", &report.to_node), ("node -> master", &report.from_node)] {
         let cost = if options.icount {
-            format!(", {:.1} node instructions per byte", t.instructions_per_byte())
+            format!(
+                ", {:.1} node instructions per byte ({:.1} without waiting for the USB controller)",
+                t.instructions_per_byte(),
+                t.working_instructions_per_byte()
+            )
         } else {
             String::new()
         };

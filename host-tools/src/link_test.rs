@@ -132,6 +132,12 @@ impl Transfer {
         self.node.instructions as f64 / self.bytes.max(1) as f64
     }
 
+    /// Node instructions per delivered payload byte, leaving out those spent waiting for the USB
+    /// controller: what the stack itself (driver, smoltcp, the test's loop) costs.
+    pub fn working_instructions_per_byte(&self) -> f64 {
+        self.node.instructions.saturating_sub(self.node.waiting) as f64 / self.bytes.max(1) as f64
+    }
+
     /// Datagrams lost, in percent of those offered.
     pub fn loss_percent(&self) -> f64 {
         100.0 * (self.offered - self.delivered.min(self.offered)) as f64 / self.offered.max(1) as f64

@@ -23,7 +23,7 @@ pub const READY_INTERVAL_US: u64 = 200_000;
 /// The node ends the test after this long without a datagram from the master, microseconds.
 pub const IDLE_LIMIT_US: u64 = 120_000_000;
 /// The largest control datagram or reply.
-pub const MAX_CONTROL: usize = 96;
+pub const MAX_CONTROL: usize = 128;
 
 /// What the master asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub struct Counts {
     pub bytes: u64,
     /// Instructions (cycles on a board) spent since the mode change.
     pub instructions: u64,
+    /// The part of `instructions` spent waiting for the USB controller to move data.
+    pub waiting: u64,
 }
 
 /// The smallest and largest [`Control::Source`] datagram: the sequence number must fit, and one
@@ -154,6 +156,7 @@ impl Reply {
                 datagrams: number(w.next())?,
                 bytes: number(w.next())?,
                 instructions: number(w.next())?,
+                waiting: number(w.next())?,
             }),
             "bye" => Reply::Bye,
             "refused" => Reply::Refused,
@@ -168,7 +171,9 @@ impl Reply {
             Reply::Ready => c.write_str("ready"),
             Reply::Ok => c.write_str("ok"),
             Reply::Sent(n) => write!(c, "sent {n}"),
-            Reply::Report(n) => write!(c, "report {} {} {}", n.datagrams, n.bytes, n.instructions),
+            Reply::Report(n) => {
+                write!(c, "report {} {} {} {}", n.datagrams, n.bytes, n.instructions, n.waiting)
+            }
             Reply::Bye => c.write_str("bye"),
             Reply::Refused => c.write_str("refused"),
         })
@@ -198,6 +203,9 @@ pub trait Link {
     fn now_us(&self) -> u64;
     /// Instructions executed so far (the PMU count), for the cost figures.
     fn instructions(&self) -> u64;
+    /// The part of [`instructions`](Link::instructions) spent waiting for the hardware to move
+    /// data (0 where that is not measured).
+    fn waiting(&self) -> u64;
 }
 
 /// How the test ended.
@@ -249,7 +257,7 @@ pub fn run<L: Link>(link: &mut L, buf: &mut [u8]) -> Summary {
     let mut summary = Summary::default();
     let mut mode = Mode::Echo;
     let mut counts = Counts::default();
-    let mut since = link.instructions();
+    let mut since = (link.instructions(), link.waiting());
     let mut heard = false;
     let mut last_heard = link.now_us();
     let mut last_ready: Option<u64> = None;
@@ -278,9 +286,9 @@ pub fn run<L: Link>(link: &mut L, buf: &mut [u8]) -> Summary {
             }
             continue;
         }
-        let reset = |counts: &mut Counts, since: &mut u64, link: &L| {
+        let reset = |counts: &mut Counts, since: &mut (u64, u64), link: &L| {
             *counts = Counts::default();
-            *since = link.instructions();
+            *since = (link.instructions(), link.waiting());
         };
         match Control::parse(datagram) {
             Some(Control::Echo) => {
@@ -308,7 +316,11 @@ pub fn run<L: Link>(link: &mut L, buf: &mut [u8]) -> Summary {
                 reply(link, Reply::Sent(counts.datagrams as u32), &mut summary);
             }
             Some(Control::Report) => {
-                let report = Counts { instructions: link.instructions().wrapping_sub(since), ..counts };
+                let report = Counts {
+                    instructions: link.instructions().wrapping_sub(since.0),
+                    waiting: link.waiting().wrapping_sub(since.1),
+                    ..counts
+                };
                 reply(link, Reply::Report(report), &mut summary);
             }
             Some(Control::Stop) => {
@@ -347,7 +359,7 @@ mod tests {
             assert!(n > PREFIX.len());
             assert_eq!(Control::parse(&buf[..n]), Some(c));
         }
-        let big = Counts { datagrams: u64::MAX, bytes: u64::MAX, instructions: u64::MAX };
+        let big = Counts { datagrams: u64::MAX, bytes: u64::MAX, instructions: u64::MAX, waiting: u64::MAX };
         for r in [Reply::Ready, Reply::Ok, Reply::Sent(7), Reply::Report(big), Reply::Bye, Reply::Refused] {
             let n = r.write(&mut buf);
             assert!(n > 0, "{r:?} fits MAX_CONTROL");
@@ -372,7 +384,7 @@ mod tests {
         ] {
             assert_eq!(Control::parse(bad), None, "{bad:?}");
         }
-        assert_eq!(Reply::parse(b"pitrain-link:report 1 2"), None);
+        assert_eq!(Reply::parse(b"pitrain-link:report 1 2 3"), None);
     }
 
     #[test]
@@ -419,6 +431,9 @@ mod tests {
         fn instructions(&self) -> u64 {
             self.now * 3
         }
+        fn waiting(&self) -> u64 {
+            self.now
+        }
     }
 
     fn control(c: Control) -> Vec<u8> {
@@ -463,7 +478,7 @@ mod tests {
         let reports: Vec<Counts> =
             r.iter().filter_map(|r| if let Reply::Report(c) = r { Some(*c) } else { None }).collect();
         assert_eq!((reports[0].datagrams, reports[0].bytes), (2, 1473));
-        assert!(reports[0].instructions > 0);
+        assert!(reports[0].instructions > reports[0].waiting && reports[0].waiting > 0);
         assert_eq!((reports[1].datagrams, reports[1].bytes), (1, 100), "sink counts without answering");
         assert!(r.contains(&Reply::Refused));
         let sourced: Vec<&Vec<u8>> =
