@@ -152,6 +152,7 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
     defmt::info!("node {=u16}: joining the master", settings.node_id);
     // Under QEMU -icount shift=0,sleep=off this counts the guest's instructions (all cores).
     crate::arch::aarch64::pmu::start_cycle_counter();
+    let waited_before = crate::drivers::dwc2::waiting_cycles();
     loop {
         match node.poll() {
             Event::Joined => defmt::info!("node {=u16}: joined", settings.node_id),
@@ -161,10 +162,11 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
             Event::Stopped => {
                 let c = node.counters();
                 defmt::info!(
-                    "node {=u16}: {=u64} PMU cycles since joining (instructions under QEMU -icount), {=u64} of them computing gradients",
+                    "node {=u16}: {=u64} PMU cycles since joining (instructions under QEMU -icount): {=u64} computing gradients, {=u64} waiting for the USB controller",
                     settings.node_id,
                     crate::arch::aarch64::pmu::cycles(),
-                    COMPUTING.load(Ordering::Relaxed)
+                    COMPUTING.load(Ordering::Relaxed),
+                    crate::drivers::dwc2::waiting_cycles().wrapping_sub(waited_before)
                 );
                 defmt::info!(
                     "node {=u16}: stopped by the master after {=u64} steps; datagrams sent {=u64} ({=u64} bytes), accepted {=u64}, {=u64} bytes received",
