@@ -800,28 +800,12 @@ impl Worker {
     /// A broadcast IPv4 frame: only a DHCP client's (from 0.0.0.0 or its own address, to
     /// 255.255.255.255, UDP 68 to 67) is answered.
     fn handle_broadcast(&mut self, i: usize, eth: &EthernetFrame<&[u8]>, now: Instant, c: &mut NodeCounters) {
-        let caps = ChecksumCapabilities::default();
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-            c.malformed += 1;
-            return;
-        };
-        let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else {
-            c.malformed += 1;
-            return;
-        };
+        let Some((ip, ip_repr)) = ipv4_of(eth, c) else { return };
         if ip_repr.next_header != IpProtocol::Udp || !ip_repr.dst_addr.is_broadcast() {
             c.unsupported += 1;
             return;
         }
-        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
-        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
-            c.malformed += 1;
-            return;
-        };
-        let Ok(udp_repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else {
-            c.malformed += 1;
-            return;
-        };
+        let Some((udp, udp_repr)) = udp_of(&ip, &ip_repr, c) else { return };
         if (udp_repr.src_port, udp_repr.dst_port) != (DHCP_CLIENT_PORT, DHCP_SERVER_PORT) {
             c.unsupported += 1;
             return;
@@ -834,37 +818,16 @@ impl Worker {
         let caps = ChecksumCapabilities::default();
         let gateway = self.gateway;
         let node = &mut self.nodes[i];
-        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
-            c.malformed += 1;
-            return;
-        };
-        let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else {
-            c.malformed += 1;
-            return;
-        };
-        // Checked here too: whether smoltcp refuses fragments depends on a feature another crate in
-        // the build may turn on, and the gateway never reassembles.
-        if ip.more_frags() || ip.frag_offset() != 0 {
-            c.unsupported += 1;
-            return;
-        }
+        let Some((ip, ip_repr)) = ipv4_of(eth, c) else { return };
         // A node speaking from another address (DHCP, misconfiguration) could not get answers.
         if ip_repr.src_addr != node.ip || ip_repr.dst_addr != gateway.ip {
             c.unsupported += 1;
             return;
         }
         node.learn(eth.src_addr(), now, c);
-        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
         match ip_repr.next_header {
             IpProtocol::Udp => {
-                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
-                    c.malformed += 1;
-                    return;
-                };
-                let Ok(udp_repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else {
-                    c.malformed += 1;
-                    return;
-                };
+                let Some((udp, udp_repr)) = udp_of(&ip, &ip_repr, c) else { return };
                 if (udp_repr.src_port, udp_repr.dst_port) == (DHCP_CLIENT_PORT, DHCP_SERVER_PORT) {
                     // A lease renewal, sent to the server directly.
                     node.handle_dhcp(&gateway, udp.payload(), now, c);
@@ -1105,6 +1068,46 @@ fn poll(fds: &mut [libc::pollfd], timeout: Duration) -> Result<(), BridgeError> 
         fds.iter_mut().for_each(|fd| fd.revents = 0);
     }
     Ok(())
+}
+
+/// The IPv4 packet of a frame, parsed and its header checksum checked; counted and `None` when
+/// malformed, or a fragment (whether smoltcp refuses fragments depends on a feature another crate in
+/// the build may turn on, and the gateway never reassembles).
+fn ipv4_of<'f>(
+    eth: &EthernetFrame<&'f [u8]>,
+    c: &mut NodeCounters,
+) -> Option<(Ipv4Packet<&'f [u8]>, Ipv4Repr)> {
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        c.malformed += 1;
+        return None;
+    };
+    let Ok(repr) = Ipv4Repr::parse(&ip, &ChecksumCapabilities::default()) else {
+        c.malformed += 1;
+        return None;
+    };
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        c.unsupported += 1;
+        return None;
+    }
+    Some((ip, repr))
+}
+
+/// The UDP datagram of an IPv4 packet, its checksum checked; counted and `None` when malformed.
+fn udp_of<'p>(
+    ip: &Ipv4Packet<&'p [u8]>,
+    repr: &Ipv4Repr,
+    c: &mut NodeCounters,
+) -> Option<(UdpPacket<&'p [u8]>, UdpRepr)> {
+    let (src, dst) = (IpAddress::Ipv4(repr.src_addr), IpAddress::Ipv4(repr.dst_addr));
+    let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+        c.malformed += 1;
+        return None;
+    };
+    let Ok(udp_repr) = UdpRepr::parse(&udp, &src, &dst, &ChecksumCapabilities::default()) else {
+        c.malformed += 1;
+        return None;
+    };
+    Some((udp, udp_repr))
 }
 
 fn arp_frame(src: EthernetAddress, dst: EthernetAddress, repr: &ArpRepr) -> Vec<u8> {
