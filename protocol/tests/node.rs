@@ -250,3 +250,27 @@ fn joins_trains_a_step_and_refuses_bad_datagrams() {
     assert_eq!(node.poll(), Event::Stopped);
     assert_eq!(node.state(), NodeState::Stopped);
 }
+
+/// Hello announces the MAC and the uptime; a genuine Reboot is reported to the platform (which
+/// restarts the node), a Reboot under another session is not.
+#[test]
+fn hello_carries_mac_and_uptime_and_reboot_is_reported() {
+    let wire = Wire::default();
+    let clock = FakeClock::default();
+    *clock.0.borrow_mut() = 2_500_000;
+    let mut storage = Storage::new();
+    let config = NodeConfig { mac: [0x52, 0x54, 0, 0x50, 0, 1], ..NodeConfig::new(1) };
+    let mut node: Node<'_, Lenet5, _, _, _> =
+        Node::new(config, KEY, wire.clone(), clock.clone(), CountingShard, storage.buffers(), 5);
+    let mut master = Script { wire, sequence: 0 };
+    assert_eq!(node.poll(), Event::Idle);
+    let sent = master.sent_by_node();
+    let Message::Hello(hello) = KEY.open(&sent[0].1).unwrap().1 else { panic!("expected a hello") };
+    assert_eq!((hello.mac, hello.uptime_ms), ([0x52, 0x54, 0, 0x50, 0, 1], 2_500));
+    master.send(0, &Message::Assignment(assignment(hello.nonce)));
+    assert_eq!(node.poll(), Event::Joined);
+    master.send(0x9999, &Message::Control(Command::Reboot));
+    assert_eq!(node.poll(), Event::Idle);
+    master.send(0x5150, &Message::Control(Command::Reboot));
+    assert_eq!(node.poll(), Event::Reboot);
+}
