@@ -97,6 +97,34 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "pi-cluster")]
         name: String,
     },
+    /// Show every node of the running master: id, state, firmware version, address, MAC, cores,
+    /// shard, uptime and when it was last heard from.
+    Status {
+        /// The master's control socket, or the run's output folder [default:
+        /// $XDG_RUNTIME_DIR/pitrain/master.sock, else /tmp/pitrain-UID/master.sock].
+        #[arg(long)]
+        control: Option<PathBuf>,
+        /// Print the status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running training at the end of the current step; the master tells the nodes to stop,
+    /// writes the results of the epochs finished so far and exits.
+    Stop {
+        /// The master's control socket, or the run's output folder [default: as for status].
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Reboot nodes (boards and QEMU nodes through the watchdog); training goes on without them and
+    /// they rejoin with the current model.
+    Reboot {
+        /// The node to reboot [default: every node].
+        #[arg(long)]
+        node: Option<u16>,
+        /// The master's control socket, or the run's output folder [default: as for status].
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
 }
 
 /// `pitrain image ...`
@@ -293,6 +321,11 @@ pub struct TrainArgs {
     /// With --qemu and --link-mbps: one-way latency of each node's link, in milliseconds.
     #[arg(long, requires = "link_mbps", default_value_t = 0.0)]
     pub link_latency_ms: f64,
+    /// The control socket this run's master listens on for `pitrain cluster status|stop|reboot`
+    /// [default: OUT/control.sock, and the well-known $XDG_RUNTIME_DIR/pitrain/master.sock (or
+    /// /tmp/pitrain-UID/master.sock) unless another master holds it].
+    #[arg(long, conflicts_with = "local")]
+    pub control: Option<PathBuf>,
     /// Everything else.
     #[command(flatten)]
     pub run: RunArgs,
@@ -463,6 +496,9 @@ pub enum CliError {
     /// The firmware ended with a failure status.
     #[error("the firmware exited with status {0}")]
     GuestExit(i32),
+    /// The running master could not be reached or refused.
+    #[error(transparent)]
+    Control(#[from] cluster::control::ControlError),
     /// A feature that is not there yet.
     #[error("{0}")]
     Unsupported(String),
@@ -537,6 +573,44 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             println!("wrote {} ({nodes} nodes, a new random cluster key); edit it, then: pitrain image --all --cluster {}", out.display(), out.display());
             Ok(())
         }
+        Command::Cluster(ClusterCommand::Status { control, json }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Status(snapshot) = request(&path, &Request::Status)? else {
+                return Err(unexpected_answer(&path));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot).expect("a snapshot serialises"));
+            } else {
+                print!("{}", cluster::control::status_table(&snapshot));
+            }
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Stop { control }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Stopping { step } = request(&path, &Request::Stop)? else {
+                return Err(unexpected_answer(&path));
+            };
+            println!(
+                "asked the master at {} to stop: it ends after step {step} and writes its results",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Reboot { node, control }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Rebooting { nodes } = request(&path, &Request::Reboot { node })? else {
+                return Err(unexpected_answer(&path));
+            };
+            let list = nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+            println!(
+                "asked the master to reboot node{} {list}; training goes on and they rejoin",
+                if nodes.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         Command::Image(ImageArgs { inspect: Some(ImageCommand::Inspect { image }), .. }) => {
             let inspection = crate::image::inspect(&image)?;
             for line in &inspection.report {
@@ -597,6 +671,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn unexpected_answer(path: &Path) -> CliError {
+    CliError::Control(cluster::control::ControlError::BadAnswer {
+        path: path.to_path_buf(),
+        detail: "an answer to another request".into(),
+    })
 }
 
 fn parse_kill(text: &str) -> Result<KillPlan, String> {
@@ -870,10 +951,16 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         &data,
     );
     let mut progress = Progress::new(run.quiet, Some((out.clone(), config.clone())));
+    let mut stopped = None;
+    // Kept until the results are written, so `pitrain cluster status` works to the end.
+    let mut _control = None;
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
         let mut cluster = run.cluster_config(config.clone(), nodes, BatchMode::Global)?;
+        let server = start_control(args.control.as_deref(), &out)?;
+        cluster.control = server.as_ref().map(|s| s.shared());
+        _control = server;
         if args.qemu.is_some() {
             let shaping = match args.link_mbps {
                 Some(mbps)
@@ -907,13 +994,48 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
             cluster.step_deadline = cluster.step_deadline.max(std::time::Duration::from_secs(120));
         }
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
+        stopped = result.stopped;
         (result.outcome, Some(result.traffic))
     };
     progress.finish()?;
     for path in results::write_all(&out, &config, &outcome, traffic.as_deref())? {
         println!("wrote {}", path.display());
     }
+    if let Some(s) = stopped {
+        let epoch = s.steps_done / s.steps_per_epoch.max(1);
+        let into = s.steps_done % s.steps_per_epoch.max(1);
+        let place = if into == 0 {
+            format!("at the end of epoch {epoch}")
+        } else {
+            format!("after step {into} of {} of epoch {}", s.steps_per_epoch, epoch + 1)
+        };
+        println!(
+            "stopped on request {place} ({} steps in all): the results of the {} finished epochs are written; weights.safetensors holds the weights after the last step",
+            s.steps_done, s.epochs_done
+        );
+    }
     Ok(())
+}
+
+/// Starts the run's control channel (see [`cluster::control`]): on `--control PATH` if given (its
+/// failure is an error), else on OUT/control.sock plus the well-known socket, where a failure only
+/// costs the `pitrain cluster` commands and is reported as a note.
+fn start_control(
+    explicit: Option<&Path>,
+    out: &Path,
+) -> Result<Option<cluster::control::ControlServer>, CliError> {
+    use cluster::control::{default_socket_path, ControlServer, SOCKET_FILE};
+    if let Some(path) = explicit {
+        return Ok(Some(ControlServer::start(path, &[])?));
+    }
+    let path = out.join(SOCKET_FILE);
+    match ControlServer::start(&path, &[default_socket_path()]) {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => {
+            eprintln!("note: no control channel for this run ({e}); pitrain cluster status/stop/reboot will not reach it");
+            Ok(None)
+        }
+    }
 }
 
 impl RunArgs {
