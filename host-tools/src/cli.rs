@@ -310,7 +310,8 @@ pub struct TrainArgs {
     pub local: bool,
     /// Run N QEMU raspi3b nodes booting the real firmware instead of simulated ones; their network
     /// traffic goes through a user-space bridge on 127.0.0.1 and stays on this machine.
-    #[arg(long, conflicts_with_all = ["nodes", "local", "kill", "drop", "duplicate", "reorder"])]
+    /// `--kill` works with QEMU nodes too: their QEMU process is killed and booted again.
+    #[arg(long, conflicts_with_all = ["nodes", "local", "drop", "duplicate", "reorder"])]
     pub qemu: Option<u16>,
     /// With --qemu: deterministic guests (`-icount shift=0,sleep=off`); slower.
     #[arg(long, requires = "qemu")]
@@ -378,9 +379,10 @@ pub struct RunArgs {
     /// nodes update their own copies and the master averages their changes).
     #[arg(long, default_value_t = 1)]
     pub sync_period: u32,
-    /// Seconds after a step began at which a node that has not delivered its gradient is dropped.
-    #[arg(long, default_value_t = 10.0)]
-    pub step_deadline: f64,
+    /// Seconds after a step began at which a node that has not delivered its gradient is dropped
+    /// [default: 10; 120 with --qemu, whose emulated boards compute slowly].
+    #[arg(long)]
+    pub step_deadline: Option<f64>,
     /// Fault injection on the simulated nodes' transports: percent of datagrams lost (each way).
     #[arg(long, default_value_t = 0.0)]
     pub drop: f64,
@@ -392,6 +394,8 @@ pub struct RunArgs {
     pub reorder: f64,
     /// Fault injection: kill node K right after it computes step S (K@S); revive it T seconds later
     /// (K@S+T) or as soon as the master begins step R (K@S..R). Steps count from 0 over the whole run.
+    /// With --qemu the node's QEMU process is killed when the master begins step S+1 and a new one
+    /// boots at the revival.
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<KillPlan>,
     /// Network to train.
@@ -989,9 +993,12 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
                 shaping,
                 cores: 4,
             });
-            // Emulated boards boot and compute more slowly than threads.
+            // Emulated boards boot and compute more slowly than threads; an explicit --step-deadline
+            // (a kill test) is taken as given.
             cluster.join_timeout = cluster.join_timeout.max(std::time::Duration::from_secs(120));
-            cluster.step_deadline = cluster.step_deadline.max(std::time::Duration::from_secs(120));
+            if run.step_deadline.is_none() {
+                cluster.step_deadline = std::time::Duration::from_secs(120);
+            }
         }
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
         stopped = result.stopped;
@@ -1100,10 +1107,10 @@ impl RunArgs {
         nodes: u16,
         default_mode: BatchMode,
     ) -> Result<ClusterConfig, CliError> {
-        if !(self.step_deadline.is_finite() && self.step_deadline > 0.0) {
+        let step_deadline = self.step_deadline.unwrap_or(10.0);
+        if !(step_deadline.is_finite() && step_deadline > 0.0) {
             return Err(CliError::Unsupported(format!(
-                "--step-deadline must be positive, got {}",
-                self.step_deadline
+                "--step-deadline must be positive, got {step_deadline}"
             )));
         }
         if let Some(k) = self.kill.filter(|k| k.node >= nodes) {
@@ -1121,7 +1128,7 @@ impl RunArgs {
         Ok(ClusterConfig {
             faults,
             kill: self.kill,
-            step_deadline: std::time::Duration::from_secs_f64(self.step_deadline),
+            step_deadline: std::time::Duration::from_secs_f64(step_deadline),
             mode: self.mode(default_mode),
             sync_period: self.sync_period,
             layout: self.shard_layout.into(),

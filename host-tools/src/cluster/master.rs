@@ -27,11 +27,15 @@ use super::{ClusterConfig, ClusterError, NodeTraffic};
 
 /// Hellos remembered per node, to refuse replayed ones.
 const REMEMBERED_NONCES: usize = 16;
-/// How often a Reboot is sent at most: one lost datagram must not leave the node running, and a
-/// node that rebooted and joined again (new token) gets none of the repeats.
-const REBOOT_SENDS: u8 = 5;
+/// How long a Reboot is repeated until the node joins again. A node that is computing does not read
+/// its NIC, and QEMU's usb-net (like a busy board's) keeps only a frame or two, so a few quick
+/// repeats can all be lost; a node that rebooted and joined again (new token) gets none of them.
+const REBOOT_PERSIST: Duration = Duration::from_secs(60);
 /// Time between the repeats of a Reboot.
-const REBOOT_REPEAT: Duration = Duration::from_millis(50);
+const REBOOT_REPEAT: Duration = Duration::from_millis(200);
+/// A datagram from a node told to reboot shows it is reading its NIC now: the Reboot goes again at
+/// once, but not more often than this.
+const REBOOT_ECHO: Duration = Duration::from_millis(20);
 /// Time between snapshots for the control channel.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
@@ -40,7 +44,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 struct PendingReboot {
     /// The session it was sent in; a new join changes it.
     token: u32,
-    sent: u8,
+    first: Instant,
     last: Instant,
 }
 
@@ -241,15 +245,23 @@ impl<N: Network> Master<N> {
         }
         let now = Instant::now();
         for id in 0..self.config.nodes {
-            let p = &self.peers[id as usize];
-            let Some(r) = p.reboot else { continue };
-            if r.token == p.token && r.sent < REBOOT_SENDS && now.duration_since(r.last) >= REBOOT_REPEAT {
-                self.send_to(id, r.token, &Message::Control(Command::Reboot));
-                self.peers[id as usize].reboot = Some(PendingReboot { sent: r.sent + 1, last: now, ..r });
-            }
+            self.repeat_reboot(id, now, REBOOT_REPEAT);
         }
         if self.last_publish.is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY) {
             self.publish();
+        }
+    }
+
+    /// Sends node `id` its pending Reboot again if the last one is `gap` old.
+    fn repeat_reboot(&mut self, id: u16, now: Instant, gap: Duration) {
+        let p = &self.peers[id as usize];
+        let Some(r) = p.reboot else { return };
+        if r.token == p.token
+            && now.duration_since(r.first) < REBOOT_PERSIST
+            && now.duration_since(r.last) >= gap
+        {
+            self.send_to(id, r.token, &Message::Control(Command::Reboot));
+            self.peers[id as usize].reboot = Some(PendingReboot { last: now, ..r });
         }
     }
 
@@ -263,7 +275,8 @@ impl<N: Network> Master<N> {
         }
         p.alive = false;
         let token = p.token;
-        p.reboot = Some(PendingReboot { token, sent: 1, last: Instant::now() });
+        let now = Instant::now();
+        p.reboot = Some(PendingReboot { token, first: now, last: now });
         self.send_to(id, token, &Message::Control(Command::Reboot));
         self.publish();
     }
@@ -496,6 +509,7 @@ impl<N: Network> Master<N> {
         }
         p.window.accept(header.sequence)?;
         p.addr = Some(from);
+        self.repeat_reboot(id, Instant::now(), REBOOT_ECHO);
         match message {
             Message::Chunk(chunk) if chunk.content == Content::Gradient => self.gradient_chunk(id, &chunk),
             Message::Ack { transfer } => {
@@ -531,7 +545,8 @@ impl<N: Network> Master<N> {
         if p.old_nonces.contains(&hello.nonce) {
             return Err(Rejection::Replayed);
         }
-        if p.addr.is_none() || hello.nonce != p.nonce {
+        let new_join = p.addr.is_none() || hello.nonce != p.nonce;
+        if new_join {
             // A new join (or a rejoin after a reboot): new token, fresh replay window.
             if p.addr.is_some() {
                 p.old_nonces.push_back(p.nonce);
@@ -572,8 +587,11 @@ impl<N: Network> Master<N> {
             weight_decay: self.config.train.sgd.weight_decay,
         };
         self.send_to(id, 0, &Message::Assignment(assignment));
-        // A node joining mid-step gets the current model at once.
-        if self.started && self.peers[id as usize].stats.is_none() {
+        // A node joining mid-step gets the current model at once, once per join: a Hello repeated
+        // because the Assignment is still on its way must not bring the whole model again (on a
+        // slow link, such as QEMU's usb-net under load, each copy delays the Assignment further and
+        // the node never gets out of joining).
+        if new_join && self.started && self.peers[id as usize].stats.is_none() {
             self.send_model(id);
         }
         Ok(())

@@ -62,7 +62,8 @@ pub struct ClusterConfig {
     /// Faults the simulated nodes' transports inject (both directions).
     #[serde(skip)]
     pub faults: FaultConfig,
-    /// A simulated node to kill (and maybe revive).
+    /// A node to kill (and maybe revive): a simulated node's thread goes silent, a QEMU node's
+    /// process is killed (see [`qemu_nodes`]).
     #[serde(skip)]
     pub kill: Option<KillPlan>,
     /// Run the nodes as QEMU raspi3b guests booting the firmware instead of simulated threads.
@@ -214,7 +215,7 @@ fn run<N: Network>(
     let mut nodes = Vec::new();
     match &config.qemu {
         Some(options) => {
-            qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address)?)
+            qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address, &progress)?)
         }
         None => {
             for id in 0..config.nodes {
