@@ -153,7 +153,12 @@ impl QemuNodes {
         let mut logs = Vec::new();
         for (id, (blob, addr)) in blobs.into_iter().zip(addrs).enumerate() {
             let log_path = options.dir.join(format!("node-{id}.log"));
-            let mut log = std::fs::File::create(&log_path).map_err(|e| failed("creating a node log", e))?;
+            std::fs::File::create(&log_path).map_err(|e| failed("creating a node log", e))?;
+            // Appending: the kill plan's notes go into the same file from another thread.
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log_path)
+                .map_err(|e| failed("opening a node log", e))?;
             logs.push(log_path);
             let node_stop = node_stops[id].clone();
             let boot = Boot {
