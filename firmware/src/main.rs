@@ -7,7 +7,9 @@
 //! all in static memory. Everything is logged with defmt over the PL011 UART. Under QEMU the run ends
 //! through semihosting with a status: 0 trained, 2 exception, 3 not in EL1, 4 self-check failed,
 //! 5 bad node blob, 6 shard too large, 101 panic. On a real board, where no debugger answers
-//! semihosting, the core logs "halted with status N" and parks instead.
+//! semihosting, the core logs "halted with status N" and parks instead. When the master asks for a
+//! reboot (`pitrain cluster reboot`), the node reboots the board through the power-management
+//! watchdog and joins again from scratch.
 
 #![no_std]
 #![no_main]
@@ -63,8 +65,20 @@ extern "C" fn secondary_init(core: usize) -> ! {
     smp::worker(core)
 }
 
+/// The generic timer's reading when this boot began. A watchdog reset under QEMU does not restart
+/// the counter (on a board it does), so uptime is measured from here, not from zero.
+static BOOT_US: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Microseconds since this boot began (what the node announces as its uptime).
+pub fn uptime_us() -> u64 {
+    arch::aarch64::timer::GenericTimer::new()
+        .now_us()
+        .saturating_sub(BOOT_US.load(core::sync::atomic::Ordering::Relaxed))
+}
+
 /// The safe part of the boot.
 fn kernel_main() -> ! {
+    BOOT_US.store(arch::aarch64::timer::GenericTimer::new().now_us(), core::sync::atomic::Ordering::Relaxed);
     let el = current_el();
     let footprint = Footprint::of::<MxLenet, Fixed>().total(4);
     defmt::info!("pitrain firmware {=str}: booted in EL{=u64}", env!("CARGO_PKG_VERSION"), el);
@@ -154,6 +168,7 @@ fn kernel_main() -> ! {
     defmt::info!("training on {=usize} of {=usize} cores", cores, online);
     if let Some(eth) = network {
         // With a network the node trains with the master; without one, on its own.
+        let mac = net::node_mac(&eth, &s.net);
         let mut net = net::interface(eth, &s.net);
         if cfg!(feature = "link-test") {
             net::link_test(&mut net);
@@ -161,10 +176,11 @@ fn kernel_main() -> ! {
             arch::aarch64::semihosting::exit(0)
         }
         let entropy = arch::aarch64::timer::GenericTimer::new().now_us() ^ u64::from(s.node_id) << 48;
-        let outcome = node::run(&blob, cores, &mut net, entropy);
+        let outcome = node::run(&blob, cores, &mut net, entropy, mac);
         net::log_counters(&mut net);
         match outcome {
-            Ok(()) => arch::aarch64::semihosting::exit(0),
+            Ok(node::Outcome::Stopped) => arch::aarch64::semihosting::exit(0),
+            Ok(node::Outcome::Reboot) => reboot(),
             Err(error) => {
                 defmt::error!("cannot take part: {}", error);
                 arch::aarch64::semihosting::exit(EXIT_TRAINING)
@@ -188,6 +204,23 @@ fn kernel_main() -> ! {
             arch::aarch64::semihosting::exit(EXIT_TRAINING)
         }
     }
+}
+
+/// Reboots the board through the power-management watchdog: the GPU firmware boots again from the
+/// card, so the node starts over with a fresh blob and joins the master again. Under QEMU without
+/// `-no-reboot` the machine resets and reloads the kernel and blob; with it, QEMU ends.
+fn reboot() -> ! {
+    // SAFETY: the PM block is at this address on the BCM2837 and mapped as device memory; nothing
+    // else in the firmware drives it, and the other cores are idle in the fork-join pool.
+    let watchdog = unsafe { drivers::watchdog::Watchdog::new(bsp::rpi3::PM_BASE) };
+    if watchdog.halt_pending() {
+        defmt::warn!("watchdog: the halt pattern is set in RSTS, this reset will power off");
+    }
+    defmt::info!("rebooting through the watchdog");
+    // Let the UART send the log before the reset cuts it off.
+    use embedded_hal::delay::DelayNs;
+    arch::aarch64::timer::GenericTimer::new().delay_ms(5);
+    watchdog.reset()
 }
 
 /// The node blob the boot loader placed at [`blob::LOAD_ADDRESS`], checked.

@@ -222,13 +222,22 @@ fn now_us() -> u64 {
 /// How long a node waits for a DHCP lease before it goes on trying in the background.
 const DHCP_WAIT_US: u64 = 10_000_000;
 
+/// The MAC the node uses: the blob's if it gives one, else the device's own.
+pub fn node_mac(eth: &Ethernet, net: &protocol::blob::NetSettings) -> [u8; 6] {
+    if net.mac == [0; 6] {
+        eth.mac_address()
+    } else {
+        net.mac
+    }
+}
+
 /// Brings up smoltcp on the Ethernet device with the blob's network settings: its MAC if it gives
 /// one (else the device's own: QEMU's per-instance NIC MAC, or the board's from the mailbox on the
 /// vendor chips), its static address or DHCP, and the master's address. Logs the outcome.
 pub fn interface(eth: Ethernet, net: &protocol::blob::NetSettings) -> Network {
     use netstack::node::{endpoint, Addressing, NetConfig};
     use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-    let mac = if net.mac == [0; 6] { eth.mac_address() } else { net.mac };
+    let mac = node_mac(&eth, net);
     let addressing = if net.static_address {
         Addressing::Static {
             address: Ipv4Cidr::new(Ipv4Address::from(net.address), net.prefix),

@@ -12,7 +12,6 @@ use protocol::wire::{ModelId, ShardSpec};
 use spin::Mutex;
 use static_cell::ConstStaticCell;
 
-use crate::arch::aarch64::timer::GenericTimer;
 use crate::smp::CORES;
 use crate::training::{batch_gradient, LENET5_CORES, MAX_SAMPLES, MXLENET_CORES};
 
@@ -83,22 +82,33 @@ impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>
 /// the node's total can be split into training and everything else (network, protocol, waiting).
 static COMPUTING: AtomicU64 = AtomicU64::new(0);
 
-/// The generic timer as the protocol's clock.
-struct TimerClock(GenericTimer);
+/// The generic timer as the protocol's clock, counting from this boot (so Hello's uptime is the
+/// time since this boot).
+struct TimerClock;
 
 impl Clock for TimerClock {
     fn now_us(&mut self) -> u64 {
-        self.0.now_us()
+        crate::uptime_us()
     }
 }
 
-/// Runs the node until the master stops it; returns the node's counters' summary for the log.
+/// How the node's part ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The master said stop: the run is over.
+    Stopped,
+    /// The master said reboot: the caller reboots the board (through the watchdog).
+    Reboot,
+}
+
+/// Runs the node until the master stops it or asks for a reboot. `mac` is announced in Hello.
 pub fn run(
     blob: &Blob<&[u8]>,
     cores: usize,
     transport: impl Transport,
     entropy: u64,
-) -> Result<(), NodeError> {
+    mac: [u8; 6],
+) -> Result<Outcome, NodeError> {
     let settings = blob.settings();
     if settings.batch as usize > MAX_BATCH {
         return Err(NodeError::BatchTooLarge);
@@ -106,15 +116,14 @@ pub fn run(
     if settings.shard_total as usize > MAX_SAMPLES {
         return Err(NodeError::ShardTooLarge);
     }
-    match settings.model {
+    Ok(match settings.model {
         ModelId::MxLenet => {
-            run_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_CORES, transport, entropy)
+            run_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_CORES, transport, entropy, mac)
         }
         ModelId::Lenet5 => {
-            run_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_CORES, transport, entropy)
+            run_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_CORES, transport, entropy, mac)
         }
-    }
-    Ok(())
+    })
 }
 
 fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
@@ -124,7 +133,8 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
     states: &'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
     transport: impl Transport,
     entropy: u64,
-) {
+    mac: [u8; 6],
+) -> Outcome {
     let spec = ShardSpec {
         total: settings.shard_total,
         nodes: settings.nodes,
@@ -145,10 +155,10 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
         order: &mut ORDER.take()[..sizes.order],
         samples: &mut SAMPLES.take()[..sizes.samples],
     };
-    let config = NodeConfig { firmware_version: FIRMWARE_VERSION, ..NodeConfig::new(settings.node_id) };
+    let config = NodeConfig { firmware_version: FIRMWARE_VERSION, mac, ..NodeConfig::new(settings.node_id) };
     let key = ClusterKey(settings.cluster_key);
     let mut node: Node<'_, N, _, _, _> =
-        Node::new(config, key, transport, TimerClock(GenericTimer::new()), shard, buffers, entropy);
+        Node::new(config, key, transport, TimerClock, shard, buffers, entropy);
     defmt::info!("node {=u16}: joining the master", settings.node_id);
     // Under QEMU -icount shift=0,sleep=off this counts the guest's instructions (all cores).
     crate::arch::aarch64::pmu::start_cycle_counter();
@@ -177,11 +187,15 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
                     c.accepted,
                     c.bytes_received
                 );
-                return;
+                return Outcome::Stopped;
             }
             Event::Reboot => {
-                defmt::info!("node {=u16}: the master asked for a reboot", settings.node_id);
-                return;
+                defmt::info!(
+                    "node {=u16}: the master asked for a reboot after {=u64} steps",
+                    settings.node_id,
+                    node.counters().steps
+                );
+                return Outcome::Reboot;
             }
             _ => {}
         }

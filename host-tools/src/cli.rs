@@ -97,6 +97,34 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "pi-cluster")]
         name: String,
     },
+    /// Show every node of the running master: id, state, firmware version, address, MAC, cores,
+    /// shard, uptime and when it was last heard from.
+    Status {
+        /// The master's control socket, or the run's output folder [default:
+        /// $XDG_RUNTIME_DIR/pitrain/master.sock, else /tmp/pitrain-UID/master.sock].
+        #[arg(long)]
+        control: Option<PathBuf>,
+        /// Print the status as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running training at the end of the current step; the master tells the nodes to stop,
+    /// writes the results of the epochs finished so far and exits.
+    Stop {
+        /// The master's control socket, or the run's output folder [default: as for status].
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
+    /// Reboot nodes (boards and QEMU nodes through the watchdog); training goes on without them and
+    /// they rejoin with the current model.
+    Reboot {
+        /// The node to reboot [default: every node].
+        #[arg(long)]
+        node: Option<u16>,
+        /// The master's control socket, or the run's output folder [default: as for status].
+        #[arg(long)]
+        control: Option<PathBuf>,
+    },
 }
 
 /// `pitrain image ...`
@@ -308,7 +336,8 @@ pub struct TrainArgs {
     pub local: bool,
     /// Run N QEMU raspi3b nodes booting the real firmware instead of simulated ones; their network
     /// traffic goes through a user-space bridge on 127.0.0.1 and stays on this machine.
-    #[arg(long, conflicts_with_all = ["nodes", "local", "kill", "drop", "duplicate", "reorder"])]
+    /// `--kill` works with QEMU nodes too: their QEMU process is killed and booted again.
+    #[arg(long, conflicts_with_all = ["nodes", "local", "drop", "duplicate", "reorder"])]
     pub qemu: Option<u16>,
     /// With --qemu: deterministic guests (`-icount shift=0,sleep=off`); slower.
     #[arg(long, requires = "qemu")]
@@ -319,6 +348,11 @@ pub struct TrainArgs {
     /// With --qemu and --link-mbps: one-way latency of each node's link, in milliseconds.
     #[arg(long, requires = "link_mbps", default_value_t = 0.0)]
     pub link_latency_ms: f64,
+    /// The control socket this run's master listens on for `pitrain cluster status|stop|reboot`
+    /// [default: OUT/control.sock, and the well-known $XDG_RUNTIME_DIR/pitrain/master.sock (or
+    /// /tmp/pitrain-UID/master.sock) unless another master holds it].
+    #[arg(long, conflicts_with = "local")]
+    pub control: Option<PathBuf>,
     /// Everything else.
     #[command(flatten)]
     pub run: RunArgs,
@@ -371,9 +405,10 @@ pub struct RunArgs {
     /// nodes update their own copies and the master averages their changes).
     #[arg(long, default_value_t = 1)]
     pub sync_period: u32,
-    /// Seconds after a step began at which a node that has not delivered its gradient is dropped.
-    #[arg(long, default_value_t = 10.0)]
-    pub step_deadline: f64,
+    /// Seconds after a step began at which a node that has not delivered its gradient is dropped
+    /// [default: 10; 120 with --qemu, whose emulated boards compute slowly].
+    #[arg(long)]
+    pub step_deadline: Option<f64>,
     /// Fault injection on the simulated nodes' transports: percent of datagrams lost (each way).
     #[arg(long, default_value_t = 0.0)]
     pub drop: f64,
@@ -385,6 +420,8 @@ pub struct RunArgs {
     pub reorder: f64,
     /// Fault injection: kill node K right after it computes step S (K@S); revive it T seconds later
     /// (K@S+T) or as soon as the master begins step R (K@S..R). Steps count from 0 over the whole run.
+    /// With --qemu the node's QEMU process is killed when the master begins step S+1 and a new one
+    /// boots at the revival.
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<KillPlan>,
     /// Network to train.
@@ -492,6 +529,9 @@ pub enum CliError {
     /// The firmware ended with a failure status.
     #[error("the firmware exited with status {0}")]
     GuestExit(i32),
+    /// The running master could not be reached or refused.
+    #[error(transparent)]
+    Control(#[from] cluster::control::ControlError),
     /// A feature that is not there yet.
     #[error("{0}")]
     Unsupported(String),
@@ -583,6 +623,44 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             println!("wrote {} ({nodes} nodes, a new random cluster key); edit it, then: pitrain image --all --cluster {}", out.display(), out.display());
             Ok(())
         }
+        Command::Cluster(ClusterCommand::Status { control, json }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Status(snapshot) = request(&path, &Request::Status)? else {
+                return Err(unexpected_answer(&path));
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot).expect("a snapshot serialises"));
+            } else {
+                print!("{}", cluster::control::status_table(&snapshot));
+            }
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Stop { control }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Stopping { step } = request(&path, &Request::Stop)? else {
+                return Err(unexpected_answer(&path));
+            };
+            println!(
+                "asked the master at {} to stop: it ends after step {step} and writes its results",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Cluster(ClusterCommand::Reboot { node, control }) => {
+            use cluster::control::{request, resolve, Answer, Request};
+            let path = resolve(control.as_deref());
+            let Answer::Rebooting { nodes } = request(&path, &Request::Reboot { node })? else {
+                return Err(unexpected_answer(&path));
+            };
+            let list = nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+            println!(
+                "asked the master to reboot node{} {list}; training goes on and they rejoin",
+                if nodes.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         Command::Image(ImageArgs { inspect: Some(ImageCommand::Inspect { image }), .. }) => {
             let inspection = crate::image::inspect(&image)?;
             for line in &inspection.report {
@@ -643,6 +721,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn unexpected_answer(path: &Path) -> CliError {
+    CliError::Control(cluster::control::ControlError::BadAnswer {
+        path: path.to_path_buf(),
+        detail: "an answer to another request".into(),
+    })
 }
 
 fn parse_kill(text: &str) -> Result<KillPlan, String> {
@@ -975,10 +1060,16 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         &data,
     );
     let mut progress = Progress::new(run.quiet, Some((out.clone(), config.clone())));
+    let mut stopped = None;
+    // Kept until the results are written, so `pitrain cluster status` works to the end.
+    let mut _control = None;
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
         let mut cluster = run.cluster_config(config.clone(), nodes, BatchMode::Global)?;
+        let server = start_control(args.control.as_deref(), &out)?;
+        cluster.control = server.as_ref().map(|s| s.shared());
+        _control = server;
         if args.qemu.is_some() {
             let shaping = shaping(args.link_mbps, args.link_latency_ms)?;
             let _ = ctrlc::set_handler(|| cluster::qemu_nodes::interrupt());
@@ -989,18 +1080,56 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
                 shaping,
                 cores: 4,
             });
-            // Emulated boards boot and compute more slowly than threads.
+            // Emulated boards boot and compute more slowly than threads; an explicit --step-deadline
+            // (a kill test) is taken as given.
             cluster.join_timeout = cluster.join_timeout.max(std::time::Duration::from_secs(120));
-            cluster.step_deadline = cluster.step_deadline.max(std::time::Duration::from_secs(120));
+            if run.step_deadline.is_none() {
+                cluster.step_deadline = std::time::Duration::from_secs(120);
+            }
         }
         let result = cluster::train_simulated(&cluster, &data, &mut progress)?;
+        stopped = result.stopped;
         (result.outcome, Some(result.traffic))
     };
     progress.finish()?;
     for path in results::write_all(&out, &config, &outcome, traffic.as_deref())? {
         println!("wrote {}", path.display());
     }
+    if let Some(s) = stopped {
+        let epoch = s.steps_done / s.steps_per_epoch.max(1);
+        let into = s.steps_done % s.steps_per_epoch.max(1);
+        let place = if into == 0 {
+            format!("at the end of epoch {epoch}")
+        } else {
+            format!("after step {into} of {} of epoch {}", s.steps_per_epoch, epoch + 1)
+        };
+        println!(
+            "stopped on request {place} ({} steps in all): the results of the {} finished epochs are written; weights.safetensors holds the weights after the last step",
+            s.steps_done, s.epochs_done
+        );
+    }
     Ok(())
+}
+
+/// Starts the run's control channel (see [`cluster::control`]): on `--control PATH` if given (its
+/// failure is an error), else on OUT/control.sock plus the well-known socket, where a failure only
+/// costs the `pitrain cluster` commands and is reported as a note.
+fn start_control(
+    explicit: Option<&Path>,
+    out: &Path,
+) -> Result<Option<cluster::control::ControlServer>, CliError> {
+    use cluster::control::{default_socket_path, ControlServer, SOCKET_FILE};
+    if let Some(path) = explicit {
+        return Ok(Some(ControlServer::start(path, &[])?));
+    }
+    let path = out.join(SOCKET_FILE);
+    match ControlServer::start(&path, &[default_socket_path()]) {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => {
+            eprintln!("note: no control channel for this run ({e}); pitrain cluster status/stop/reboot will not reach it");
+            Ok(None)
+        }
+    }
 }
 
 impl RunArgs {
@@ -1065,10 +1194,10 @@ impl RunArgs {
         nodes: u16,
         default_mode: BatchMode,
     ) -> Result<ClusterConfig, CliError> {
-        if !(self.step_deadline.is_finite() && self.step_deadline > 0.0) {
+        let step_deadline = self.step_deadline.unwrap_or(10.0);
+        if !(step_deadline.is_finite() && step_deadline > 0.0) {
             return Err(CliError::Unsupported(format!(
-                "--step-deadline must be positive, got {}",
-                self.step_deadline
+                "--step-deadline must be positive, got {step_deadline}"
             )));
         }
         if let Some(k) = self.kill.filter(|k| k.node >= nodes) {
@@ -1086,7 +1215,7 @@ impl RunArgs {
         Ok(ClusterConfig {
             faults,
             kill: self.kill,
-            step_deadline: std::time::Duration::from_secs_f64(self.step_deadline),
+            step_deadline: std::time::Duration::from_secs_f64(step_deadline),
             mode: self.mode(default_mode),
             sync_period: self.sync_period,
             layout: self.shard_layout.into(),

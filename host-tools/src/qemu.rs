@@ -147,6 +147,10 @@ pub struct Boot {
     pub extra_args: Vec<String>,
     /// When set (by another thread: Ctrl-C, the end of a cluster run), QEMU is stopped.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Let a guest reset (the firmware's watchdog reboot) restart the machine, reloading the kernel
+    /// and blobs, as a board does. Off (`-no-reboot`): a reset ends QEMU, which single-boot runs
+    /// and tests want.
+    pub reboot: bool,
 }
 
 impl Boot {
@@ -160,6 +164,7 @@ impl Boot {
             semihosting: true,
             extra_args: Vec::new(),
             stop: None,
+            reboot: false,
         }
     }
 
@@ -169,7 +174,8 @@ impl Boot {
         let mut command = Command::new("qemu-system-aarch64");
         command
             .args(["-M", "raspi3b", "-display", "none", "-monitor", "none", "-serial", "stdio"])
-            .args(["-no-reboot", "-kernel"])
+            .args(if self.reboot { &[][..] } else { &["-no-reboot"][..] })
+            .arg("-kernel")
             .arg(&self.image)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub id: u16,
     /// Firmware (or simulator) version announced in Hello.
     pub firmware_version: u32,
+    /// The node's Ethernet MAC address, announced in Hello; all zero when it has none.
+    pub mac: [u8; 6],
     /// Time between Hellos while joining.
     pub hello_interval_us: u64,
     /// Time without an Ack after which the last upload chunk is sent again.
@@ -82,6 +84,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             firmware_version: 1,
+            mac: [0; 6],
             hello_interval_us: 200_000,
             resend_us: 50_000,
             nack_delay_us: 20_000,
@@ -540,6 +543,8 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
                         nonce: self.nonce,
                         shard: self.shard.spec(),
                         shard_hash: self.shard.hash(),
+                        mac: self.config.mac,
+                        uptime_ms: now / 1000,
                     };
                     self.send(0, &Message::Hello(hello));
                 }
@@ -634,6 +639,15 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         self.state = NodeState::Uploading;
         for i in 0..crate::transfer::chunk_count(len) as u16 {
             self.send_upload_chunk(upload, i);
+        }
+        // The node did not listen while it computed and sent (a full transmit queue makes the
+        // platform push frames out synchronously), so the master's silence is measured from here: a
+        // step longer than `master_timeout_us` (a slow board, QEMU on a busy host) must not make the
+        // node drop its fresh upload and join again.
+        let now = self.clock.now_us();
+        self.last_heard_us = self.last_heard_us.max(now);
+        if let Some(u) = self.upload.as_mut() {
+            u.last_activity_us = now;
         }
         self.counters.steps += 1;
         Event::Computed { step: sync, samples: total as u32 }

@@ -250,3 +250,77 @@ fn joins_trains_a_step_and_refuses_bad_datagrams() {
     assert_eq!(node.poll(), Event::Stopped);
     assert_eq!(node.state(), NodeState::Stopped);
 }
+
+/// Hello announces the MAC and the uptime; a genuine Reboot is reported to the platform (which
+/// restarts the node), a Reboot under another session is not.
+#[test]
+fn hello_carries_mac_and_uptime_and_reboot_is_reported() {
+    let wire = Wire::default();
+    let clock = FakeClock::default();
+    *clock.0.borrow_mut() = 2_500_000;
+    let mut storage = Storage::new();
+    let config = NodeConfig { mac: [0x52, 0x54, 0, 0x50, 0, 1], ..NodeConfig::new(1) };
+    let mut node: Node<'_, Lenet5, _, _, _> =
+        Node::new(config, KEY, wire.clone(), clock.clone(), CountingShard, storage.buffers(), 5);
+    let mut master = Script { wire, sequence: 0 };
+    assert_eq!(node.poll(), Event::Idle);
+    let sent = master.sent_by_node();
+    let Message::Hello(hello) = KEY.open(&sent[0].1).unwrap().1 else { panic!("expected a hello") };
+    assert_eq!((hello.mac, hello.uptime_ms), ([0x52, 0x54, 0, 0x50, 0, 1], 2_500));
+    master.send(0, &Message::Assignment(assignment(hello.nonce)));
+    assert_eq!(node.poll(), Event::Joined);
+    master.send(0x9999, &Message::Control(Command::Reboot));
+    assert_eq!(node.poll(), Event::Idle);
+    master.send(0x5150, &Message::Control(Command::Reboot));
+    assert_eq!(node.poll(), Event::Reboot);
+}
+
+/// A shard whose computation takes 40 s of the node's clock: longer than the master timeout.
+struct SlowShard(FakeClock);
+impl Shard for SlowShard {
+    fn spec(&self) -> ShardSpec {
+        SPEC
+    }
+    fn hash(&self) -> u64 {
+        7
+    }
+    fn cores(&self) -> u8 {
+        1
+    }
+    fn gradient(&mut self, w: Weights<'_, Fixed>, samples: &[u32], grads: &mut [i64]) -> BatchStats {
+        *self.0 .0.borrow_mut() += 40_000_000;
+        CountingShard.gradient(w, samples, grads)
+    }
+}
+
+/// A step that takes longer than the master timeout does not count as the master's silence: the
+/// node keeps its upload instead of joining again.
+#[test]
+fn a_long_computation_is_not_mistaken_for_a_silent_master() {
+    let wire = Wire::default();
+    let clock = FakeClock::default();
+    let mut storage = Storage::new();
+    let mut node: Node<'_, Lenet5, _, _, _> = Node::new(
+        NodeConfig::new(1),
+        KEY,
+        wire.clone(),
+        clock.clone(),
+        SlowShard(clock.clone()),
+        storage.buffers(),
+        3,
+    );
+    let mut master = Script { wire, sequence: 0 };
+    node.poll();
+    let Message::Hello(hello) = KEY.open(&master.sent_by_node()[0].1).unwrap().1 else { panic!() };
+    master.send(0, &Message::Assignment(assignment(hello.nonce)));
+    assert_eq!(node.poll(), Event::Joined);
+    let mut model = vec![0u8; model_len::<Lenet5>()];
+    encode_model::<Lenet5>(&vec![0; Lenet5::PARAMS], &vec![0; Lenet5::PARAMS], &mut model);
+    let out = Outgoing::new(upload_transfer(0), Content::Model, 0, &model);
+    for i in 0..out.chunks() {
+        master.send(0x5150, &Message::Chunk(out.chunk(i)));
+    }
+    assert!(matches!(node.poll(), Event::Computed { step: 0, .. }));
+    assert_eq!(node.poll(), Event::Idle);
+    assert_eq!(node.state(), NodeState::Uploading, "still uploading, not joining again");
+}

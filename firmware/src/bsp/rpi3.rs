@@ -11,6 +11,8 @@ pub const SYSTEM_TIMER_BASE: usize = PERIPHERAL_BASE + 0x3000;
 pub const MAILBOX_BASE: usize = PERIPHERAL_BASE + 0xB880;
 /// The DWC2 USB host controller (the Ethernet chip hangs off it).
 pub const USB_BASE: usize = PERIPHERAL_BASE + 0x98_0000;
+/// The power-management block (PM): reset control and the watchdog.
+pub const PM_BASE: usize = PERIPHERAL_BASE + 0x10_0000;
 /// The GPIO controller (54 lines).
 pub const GPIO_BASE: usize = PERIPHERAL_BASE + 0x20_0000;
 

@@ -7,3 +7,4 @@ pub mod gpio;
 pub mod mailbox;
 pub mod pl011;
 pub mod system_timer;
+pub mod watchdog;

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kernels::heap::HeapModel;
@@ -21,10 +22,31 @@ use protocol::wire::{
     Assignment, Chunk, Command, Content, Header, Hello, Message, Nack, ShardSpec, MASTER_ID, MAX_DATAGRAM,
 };
 
+use super::control::{mac_text, version_text, ControlShared, NodeView, Snapshot};
 use super::{ClusterConfig, ClusterError, NodeTraffic};
 
 /// Hellos remembered per node, to refuse replayed ones.
 const REMEMBERED_NONCES: usize = 16;
+/// How long a Reboot is repeated until the node joins again. A node that is computing does not read
+/// its NIC, and QEMU's usb-net (like a busy board's) keeps only a frame or two, so a few quick
+/// repeats can all be lost; a node that rebooted and joined again (new token) gets none of them.
+const REBOOT_PERSIST: Duration = Duration::from_secs(60);
+/// Time between the repeats of a Reboot.
+const REBOOT_REPEAT: Duration = Duration::from_millis(200);
+/// A datagram from a node told to reboot shows it is reading its NIC now: the Reboot goes again at
+/// once, but not more often than this.
+const REBOOT_ECHO: Duration = Duration::from_millis(20);
+/// Time between snapshots for the control channel.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// A Reboot sent to a node that has not joined again yet.
+#[derive(Clone, Copy, Debug)]
+struct PendingReboot {
+    /// The session it was sent in; a new join changes it.
+    token: u32,
+    first: Instant,
+    last: Instant,
+}
 
 /// What the master knows of one node.
 struct Peer {
@@ -43,6 +65,13 @@ struct Peer {
     grads: Vec<i64>,
     stats: Option<BatchStats>,
     traffic: NodeTraffic,
+    /// The Hello of its current life, and when it came.
+    hello: Option<(Hello, Instant)>,
+    /// Last authenticated datagram from it.
+    last_heard: Option<Instant>,
+    reboot: Option<PendingReboot>,
+    /// Told to stop at the end of the run.
+    stopped: bool,
 }
 
 /// Result of one step.
@@ -72,6 +101,9 @@ pub struct Master<N: Network> {
     pub rejected: RejectCounts,
     rx: Vec<u8>,
     tx: Vec<u8>,
+    /// The control channel, if the run has one.
+    control: Option<Arc<ControlShared>>,
+    last_publish: Option<Instant>,
     _net: core::marker::PhantomData<N>,
 }
 
@@ -105,6 +137,10 @@ impl<N: Network> Master<N> {
                 grads: vec![0; N::PARAMS],
                 stats: None,
                 traffic: NodeTraffic::default(),
+                hello: None,
+                last_heard: None,
+                reboot: None,
+                stopped: false,
             })
             .collect();
         let sgd = <Fixed as kernels::Arith>::sgd_constants(&config.train.sgd.into());
@@ -113,7 +149,8 @@ impl<N: Network> Master<N> {
         if let Some(resume) = &config.train.resume {
             resume.apply::<N, Fixed>(&mut model);
         }
-        Ok(Master {
+        let control = config.control.clone();
+        let mut master = Master {
             config,
             key,
             socket,
@@ -128,8 +165,120 @@ impl<N: Network> Master<N> {
             rejected: RejectCounts::default(),
             rx: vec![0; 65536],
             tx: vec![0; MAX_DATAGRAM],
+            control: None,
+            last_publish: None,
             _net: core::marker::PhantomData,
-        })
+        };
+        master.control = control;
+        master.publish();
+        Ok(master)
+    }
+
+    /// True once `pitrain cluster stop` (or [`ControlShared::request_stop`]) asked the run to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.control.as_ref().is_some_and(|c| c.stop_requested())
+    }
+
+    /// Publishes the nodes' state for the control channel.
+    pub fn publish(&mut self) {
+        let Some(control) = &self.control else { return };
+        let now = Instant::now();
+        self.last_publish = Some(now);
+        let nodes = self
+            .peers
+            .iter()
+            .map(|p| {
+                let state = if p.stopped {
+                    "stopped"
+                } else if p.reboot.is_some() {
+                    "rebooting"
+                } else if p.alive {
+                    if self.started {
+                        "training"
+                    } else {
+                        "joined"
+                    }
+                } else if p.hello.is_some() {
+                    "dropped"
+                } else {
+                    "waiting"
+                };
+                let hello = p.hello.map(|(h, _)| h);
+                NodeView {
+                    id: p.id,
+                    state: state.into(),
+                    firmware: hello.map(|h| version_text(h.firmware_version)),
+                    address: p.addr.map(|a| a.to_string()),
+                    mac: hello.and_then(|h| mac_text(h.mac)),
+                    cores: hello.map(|h| h.cores),
+                    shard_samples: hello.map(|h| h.shard.len()),
+                    shard_hash: hello.map(|h| format!("{:016x}", h.shard_hash)),
+                    uptime_s: p
+                        .hello
+                        .map(|(h, at)| h.uptime_ms as f64 / 1000.0 + now.duration_since(at).as_secs_f64()),
+                    last_heard_s: p.last_heard.map(|t| now.duration_since(t).as_secs_f64()),
+                    joins: p.traffic.joins,
+                    steps: p.traffic.steps,
+                }
+            })
+            .collect();
+        let schedule = self.schedule();
+        control.publish(Snapshot {
+            model: N::NAME.to_string(),
+            steps_per_epoch: schedule.syncs_per_epoch(self.config.sync_period),
+            epochs: self.config.train.epochs,
+            step: self.started.then_some(self.step),
+            nodes,
+            taken: None,
+        });
+    }
+
+    /// Carries out reboot requests, repeats Reboots not yet obeyed, and publishes a snapshot now
+    /// and then. Called from every receive loop, so requests are served within milliseconds.
+    fn serve_control(&mut self) {
+        let Some(control) = self.control.clone() else { return };
+        for request in control.take_reboots() {
+            match request {
+                Some(id) => self.reboot(id),
+                None => (0..self.config.nodes).for_each(|id| self.reboot(id)),
+            }
+        }
+        let now = Instant::now();
+        for id in 0..self.config.nodes {
+            self.repeat_reboot(id, now, REBOOT_REPEAT);
+        }
+        if self.last_publish.is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY) {
+            self.publish();
+        }
+    }
+
+    /// Sends node `id` its pending Reboot again if the last one is `gap` old.
+    fn repeat_reboot(&mut self, id: u16, now: Instant, gap: Duration) {
+        let p = &self.peers[id as usize];
+        let Some(r) = p.reboot else { return };
+        if r.token == p.token
+            && now.duration_since(r.first) < REBOOT_PERSIST
+            && now.duration_since(r.last) >= gap
+        {
+            self.send_to(id, r.token, &Message::Control(Command::Reboot));
+            self.peers[id as usize].reboot = Some(PendingReboot { last: now, ..r });
+        }
+    }
+
+    /// Tells node `id` to reboot. It counts as gone at once, so the current step does not wait for
+    /// it; it comes back with a new Hello and gets the current model.
+    fn reboot(&mut self, id: u16) {
+        let p = &mut self.peers[id as usize];
+        // A node that never joined cannot be reached (its address is unknown).
+        if p.addr.is_none() {
+            return;
+        }
+        p.alive = false;
+        let token = p.token;
+        let now = Instant::now();
+        p.reboot = Some(PendingReboot { token, first: now, last: now });
+        self.send_to(id, token, &Message::Control(Command::Reboot));
+        self.publish();
     }
 
     /// The schedule every node follows.
@@ -152,6 +301,9 @@ impl<N: Network> Master<N> {
     pub fn join(&mut self, timeout: Duration) -> Result<(), ClusterError> {
         let deadline = Instant::now() + timeout;
         while self.peers.iter().any(|p| !p.alive) {
+            if self.stop_requested() {
+                return Ok(());
+            }
             if Instant::now() > deadline {
                 let missing = self.peers.iter().filter(|p| !p.alive).map(|p| p.id).collect();
                 return Err(ClusterError::JoinTimeout { missing });
@@ -197,9 +349,17 @@ impl<N: Network> Master<N> {
     pub fn step(&mut self, step: u32) -> Result<StepOutcome, ClusterError> {
         self.step = step;
         self.started = true;
+        self.publish();
         if !self.peers.iter().any(|p| p.alive) {
             let waited = Instant::now();
             while !self.peers.iter().any(|p| p.alive) {
+                if self.stop_requested() {
+                    // Nothing to compute with; the caller ends the run after this empty step.
+                    return Ok(StepOutcome {
+                        stats: BatchStats::default(),
+                        missing: self.peers.iter().map(|p| p.id).collect(),
+                    });
+                }
                 if waited.elapsed() > self.config.rejoin_timeout {
                     return Err(ClusterError::AllNodesLost { step, waited: self.config.rejoin_timeout });
                 }
@@ -281,9 +441,11 @@ impl<N: Network> Master<N> {
                 if self.peers[id as usize].addr.is_some() {
                     let token = self.peers[id as usize].token;
                     self.send_to(id, token, &Message::Control(Command::Stop));
+                    self.peers[id as usize].stopped = true;
                 }
             }
         }
+        self.publish();
     }
 
     fn timers(&mut self) {
@@ -326,6 +488,7 @@ impl<N: Network> Master<N> {
             }
         }
         self.rx = rx;
+        self.serve_control();
     }
 
     fn handle(&mut self, bytes: &[u8], from: SocketAddr) -> Result<(), Rejection> {
@@ -336,6 +499,7 @@ impl<N: Network> Master<N> {
         }
         self.peers[id as usize].traffic.bytes_from_node += bytes.len() as u64;
         self.peers[id as usize].traffic.datagrams_from_node += 1;
+        self.peers[id as usize].last_heard = Some(Instant::now());
         if let Message::Hello(hello) = message {
             return self.hello(id, &hello, header.session, from);
         }
@@ -345,6 +509,7 @@ impl<N: Network> Master<N> {
         }
         p.window.accept(header.sequence)?;
         p.addr = Some(from);
+        self.repeat_reboot(id, Instant::now(), REBOOT_ECHO);
         match message {
             Message::Chunk(chunk) if chunk.content == Content::Gradient => self.gradient_chunk(id, &chunk),
             Message::Ack { transfer } => {
@@ -380,7 +545,8 @@ impl<N: Network> Master<N> {
         if p.old_nonces.contains(&hello.nonce) {
             return Err(Rejection::Replayed);
         }
-        if p.addr.is_none() || hello.nonce != p.nonce {
+        let new_join = p.addr.is_none() || hello.nonce != p.nonce;
+        if new_join {
             // A new join (or a rejoin after a reboot): new token, fresh replay window.
             if p.addr.is_some() {
                 p.old_nonces.push_back(p.nonce);
@@ -398,8 +564,12 @@ impl<N: Network> Master<N> {
             p.window = ReplayWindow::default();
             p.shard = Some(hello.shard);
             p.alive = true;
+            p.reboot = None;
+            p.stopped = false;
             p.traffic.joins += 1;
         }
+        // Repeated Hellos of the same join refresh the uptime they carry.
+        p.hello = Some((*hello, Instant::now()));
         p.addr = Some(from);
         let token = p.token;
         let assignment = Assignment {
@@ -417,8 +587,11 @@ impl<N: Network> Master<N> {
             weight_decay: self.config.train.sgd.weight_decay,
         };
         self.send_to(id, 0, &Message::Assignment(assignment));
-        // A node joining mid-step gets the current model at once.
-        if self.started && self.peers[id as usize].stats.is_none() {
+        // A node joining mid-step gets the current model at once, once per join: a Hello repeated
+        // because the Assignment is still on its way must not bring the whole model again (on a
+        // slow link, such as QEMU's usb-net under load, each copy delays the Assignment further and
+        // the node never gets out of joining).
+        if new_join && self.started && self.peers[id as usize].stats.is_none() {
             self.send_model(id);
         }
         Ok(())
@@ -430,7 +603,10 @@ impl<N: Network> Master<N> {
             // An upload from a step already aggregated: acknowledge so the node stops repeating it.
             // A node dropped for lateness is evidently alive again and gets the next model.
             if chunk.step < self.step {
-                self.peers[id as usize].alive = true;
+                // Not a node told to reboot, though: that one is gone until it joins again.
+                if self.peers[id as usize].reboot.is_none() {
+                    self.peers[id as usize].alive = true;
+                }
                 self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
                 return Ok(());
             }
@@ -450,7 +626,7 @@ impl<N: Network> Master<N> {
                 let stats = decode_gradient(p.upload.data().expect("complete"), &mut p.grads)
                     .map_err(|_| Rejection::Unexpected)?;
                 p.stats = Some(stats);
-                p.alive = true;
+                p.alive = p.reboot.is_none();
                 self.send_to(id, token, &Message::Ack { transfer: chunk.transfer });
                 Ok(())
             }

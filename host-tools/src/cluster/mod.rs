@@ -1,5 +1,6 @@
 //! Training on a cluster: the UDP master and its nodes (simulated on this machine for now).
 
+pub mod control;
 pub mod master;
 pub mod qemu_nodes;
 pub mod sim;
@@ -61,12 +62,17 @@ pub struct ClusterConfig {
     /// Faults the simulated nodes' transports inject (both directions).
     #[serde(skip)]
     pub faults: FaultConfig,
-    /// A simulated node to kill (and maybe revive).
+    /// A node to kill (and maybe revive): a simulated node's thread goes silent, a QEMU node's
+    /// process is killed (see [`qemu_nodes`]).
     #[serde(skip)]
     pub kill: Option<KillPlan>,
     /// Run the nodes as QEMU raspi3b guests booting the firmware instead of simulated threads.
     #[serde(skip)]
     pub qemu: Option<qemu_nodes::QemuOptions>,
+    /// The control channel the master serves (`pitrain cluster status|stop|reboot`); see
+    /// [`control::ControlServer`].
+    #[serde(skip)]
+    pub control: Option<Arc<control::ControlShared>>,
 }
 
 impl ClusterConfig {
@@ -86,6 +92,7 @@ impl ClusterConfig {
             faults: FaultConfig::default(),
             kill: None,
             qemu: None,
+            control: None,
         }
     }
 }
@@ -147,6 +154,19 @@ pub struct ClusterOutcome {
     pub traffic: Vec<NodeTraffic>,
     /// The nodes' own counters.
     pub node_counters: Vec<NodeCounters>,
+    /// Set when the run was stopped on request before its last epoch ended.
+    pub stopped: Option<Stopped>,
+}
+
+/// Where a run stopped on request (`pitrain cluster stop`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Steps completed over the whole run (the last one fully, with every update applied).
+    pub steps_done: u32,
+    /// Steps per epoch.
+    pub steps_per_epoch: u32,
+    /// Epochs completed (their figures and checkpoints are written).
+    pub epochs_done: u32,
 }
 
 /// Trains with a master and `config.nodes` simulated nodes on 127.0.0.1.
@@ -195,7 +215,7 @@ fn run<N: Network>(
     let mut nodes = Vec::new();
     match &config.qemu {
         Some(options) => {
-            qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address)?)
+            qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address, &progress)?)
         }
         None => {
             for id in 0..config.nodes {
@@ -230,11 +250,12 @@ fn run<N: Network>(
             node_counters.push(c);
         }
     }
-    let epochs = result?;
+    let (epochs, stopped) = result?;
     Ok(ClusterOutcome {
         outcome: TrainOutcome { epochs, tensors: model_tensors::<N, Fixed>(&master.model.master) },
         traffic: master.traffic(),
         node_counters,
+        stopped,
     })
 }
 
@@ -244,14 +265,21 @@ fn drive<N: Network>(
     data: &Mnist,
     progress: &MasterProgress,
     observer: &mut dyn Observer,
-) -> Result<Vec<EpochReport>, ClusterError> {
+) -> Result<(Vec<EpochReport>, Option<Stopped>), ClusterError> {
     master.join(config.join_timeout)?;
     let schedule = master.schedule();
     let steps = schedule.syncs_per_epoch(config.sync_period);
+    let first = config.train.resume.as_ref().map_or(0, |r| r.epoch);
+    // A stop request is honoured between steps: the step under way is finished and applied, so the
+    // weights written are those of a whole number of steps.
+    let stopped =
+        |done: u32, epochs_done: u32| Stopped { steps_done: done, steps_per_epoch: steps, epochs_done };
+    if master.stop_requested() {
+        return Ok((Vec::new(), Some(stopped(first * steps, first))));
+    }
     let mut eval_cores: Vec<HeapCore<Fixed>> =
         (0..config.train.threads.max(1)).map(|_| HeapCore::new::<N>()).collect();
     let mut reports = Vec::new();
-    let first = config.train.resume.as_ref().map_or(0, |r| r.epoch);
     for epoch in first..config.train.epochs {
         let started = Instant::now();
         let before = master.traffic();
@@ -268,12 +296,62 @@ fn drive<N: Network>(
                 }
             }
             observer.step_done();
+            if master.stop_requested() && (t + 1 < steps || epoch + 1 < config.train.epochs) {
+                if t + 1 == steps {
+                    // The epoch is complete after all: report it and write its checkpoint.
+                    reports.push(finish_epoch(
+                        master,
+                        config,
+                        data,
+                        observer,
+                        epoch,
+                        started,
+                        &before,
+                        stats,
+                        missing_nodes,
+                        &mut eval_cores,
+                    ));
+                    return Ok((reports, Some(stopped((epoch + 1) * steps, epoch + 1))));
+                }
+                return Ok((reports, Some(stopped(epoch * steps + t + 1, epoch))));
+            }
         }
-        let test = evaluate_split::<N, Fixed>(master.model.weights(), &mut eval_cores, &data.test);
+        reports.push(finish_epoch(
+            master,
+            config,
+            data,
+            observer,
+            epoch,
+            started,
+            &before,
+            stats,
+            missing_nodes,
+            &mut eval_cores,
+        ));
+    }
+    Ok((reports, None))
+}
+
+/// Validates the model after an epoch, reports the epoch and writes its checkpoint.
+#[allow(clippy::too_many_arguments)]
+fn finish_epoch<N: Network>(
+    master: &mut Master<N>,
+    config: &ClusterConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+    epoch: u32,
+    started: Instant,
+    before: &[NodeTraffic],
+    stats: kernels::BatchStats,
+    missing_nodes: Vec<u16>,
+    eval_cores: &mut [HeapCore<Fixed>],
+) -> EpochReport {
+    {
+        let test = evaluate_split::<N, Fixed>(master.model.weights(), eval_cores, &data.test);
         let after = master.traffic();
         let n = config.nodes as u64;
-        let to: u64 = after.iter().zip(&before).map(|(a, b)| a.bytes_to_node - b.bytes_to_node).sum();
-        let from: u64 = after.iter().zip(&before).map(|(a, b)| a.bytes_from_node - b.bytes_from_node).sum();
+        let to: u64 = after.iter().zip(before).map(|(a, b)| a.bytes_to_node - b.bytes_to_node).sum();
+        let from: u64 = after.iter().zip(before).map(|(a, b)| a.bytes_from_node - b.bytes_from_node).sum();
         let report = EpochReport {
             epoch: epoch + 1,
             seconds: started.elapsed().as_secs_f64(),
@@ -289,9 +367,8 @@ fn drive<N: Network>(
         };
         observer.epoch_done(&report);
         observer.checkpoint(epoch + 1, checkpoint_tensors::<N, Fixed>(&master.model));
-        reports.push(report);
+        report
     }
-    Ok(reports)
 }
 
 /// Socket buffer size asked for: a whole gradient upload (about 1,300 datagrams of MxLenet) must fit

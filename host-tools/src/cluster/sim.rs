@@ -152,7 +152,8 @@ impl MasterProgress {
 }
 
 /// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters
-/// (of its last life).
+/// (of its last life). A Reboot from the master starts a new life at once (after
+/// [`SIMULATED_BOOT`]), as a kill plan's revival does.
 #[allow(clippy::too_many_arguments)]
 pub fn run_node<N: Network>(
     id: u16,
@@ -180,6 +181,12 @@ pub fn run_node<N: Network>(
         )?;
         match life {
             Life::Ended(counters) => return Ok(counters),
+            Life::Rebooted(s) => {
+                // What a board does when the master says reboot: a new life with a new nonce,
+                // after a moment for the "boot".
+                std::thread::sleep(SIMULATED_BOOT);
+                shard = s;
+            }
             Life::Killed(s, counters) => {
                 killed = true;
                 let died = Instant::now();
@@ -205,8 +212,30 @@ pub fn run_node<N: Network>(
     }
 }
 
+/// The version simulated nodes announce: pitrain's, major, minor and patch one byte each (the
+/// firmware's rule), so `pitrain cluster status` shows which build simulates them.
+pub const SIMULATOR_VERSION: u32 = {
+    const fn number(s: &str) -> u32 {
+        let b = s.as_bytes();
+        let (mut v, mut i) = (0, 0);
+        while i < b.len() {
+            v = v * 10 + (b[i] - b'0') as u32;
+            i += 1;
+        }
+        v
+    }
+    (number(env!("CARGO_PKG_VERSION_MAJOR")) << 16)
+        | (number(env!("CARGO_PKG_VERSION_MINOR")) << 8)
+        | number(env!("CARGO_PKG_VERSION_PATCH"))
+};
+
+/// How long a simulated node takes to "boot" after a reboot.
+const SIMULATED_BOOT: Duration = Duration::from_millis(200);
+
 enum Life<N: Network> {
     Ended(NodeCounters),
+    /// The master said reboot.
+    Rebooted(SimShard<N>),
     Killed(SimShard<N>, NodeCounters),
 }
 
@@ -249,7 +278,7 @@ fn live<N: Network>(
         FaultConfig { seed: faults.seed ^ ((id as u64 + 1) << 32) ^ rand::random::<u32>() as u64, ..faults };
     let transport = FaultyTransport::new(UdpTransport::connect(master)?, faults);
     let mut node: Node<'_, N, _, _, _> = Node::new(
-        NodeConfig::new(id),
+        NodeConfig { firmware_version: SIMULATOR_VERSION, ..NodeConfig::new(id) },
         key.clone(),
         transport,
         StdClock(Instant::now()),
@@ -260,6 +289,7 @@ fn live<N: Network>(
     while !shutdown.load(Ordering::Relaxed) {
         match node.poll() {
             Event::Stopped => break,
+            Event::Reboot => return Ok(Life::Rebooted(node.into_shard())),
             Event::Computed { step, .. } if kill.is_some_and(|k| step >= k.step) => {
                 let counters = node.counters();
                 return Ok(Life::Killed(node.into_shard(), counters));

@@ -219,6 +219,11 @@ pub struct Hello {
     pub shard: ShardSpec,
     /// Fingerprint of its shard's content.
     pub shard_hash: u64,
+    /// The node's Ethernet MAC address; all zero when it has none (a simulated node). Wire version 2.
+    pub mac: [u8; 6],
+    /// Milliseconds since the node booted, when it sent this Hello: the master adds the time since it
+    /// heard it to show an uptime without asking the node again. Wire version 2.
+    pub uptime_ms: u64,
 }
 
 /// Assignment: the master's answer to a hello.
@@ -348,6 +353,8 @@ impl<'a> Message<'a> {
                 nonce: r.u64()?,
                 shard: ShardSpec::parse(&mut r)?,
                 shard_hash: r.u64()?,
+                mac: r.take(6)?.try_into().map_err(|_| WireError::Truncated)?,
+                uptime_ms: r.u64()?,
             }),
             Kind::Assignment => Message::Assignment(Assignment {
                 nonce: r.u64()?,
@@ -400,7 +407,7 @@ impl<'a> Message<'a> {
     /// Body length in bytes.
     pub fn len(&self) -> usize {
         match self {
-            Message::Hello(_) => 4 + 1 + 8 + 9 + 8,
+            Message::Hello(_) => 4 + 1 + 8 + 9 + 8 + 6 + 8,
             Message::Assignment(_) => 8 + 4 + 1 + 1 + 4 + 2 + 8 + 4 + 2 + 24,
             Message::Chunk(c) => CHUNK_HEADER_LEN + c.data.len(),
             Message::Ack { .. } => 4,
@@ -430,6 +437,8 @@ impl<'a> Message<'a> {
                 w.u64(h.nonce);
                 h.shard.emit(&mut w);
                 w.u64(h.shard_hash);
+                w.put(&h.mac);
+                w.u64(h.uptime_ms);
             }
             Message::Assignment(a) => {
                 w.u64(a.nonce);
@@ -501,6 +510,8 @@ mod tests {
             nonce: 77,
             shard: SHARD,
             shard_hash: 5,
+            mac: [0x52, 0x54, 0, 0x50, 0, 1],
+            uptime_ms: 123_456,
         }));
         round_trip(Message::Assignment(Assignment {
             nonce: 77,
@@ -537,6 +548,36 @@ mod tests {
         round_trip(Message::Control(Command::Reboot));
     }
 
+    /// The Hello body byte for byte, so a change of layout cannot pass unnoticed (it needs a new
+    /// wire version).
+    #[test]
+    fn hello_layout_is_pinned() {
+        let hello = Message::Hello(Hello {
+            firmware_version: 0x0001_0203,
+            cores: 4,
+            nonce: 0x1122_3344_5566_7788,
+            shard: SHARD,
+            shard_hash: 0x0102_0304_0506_0708,
+            mac: [0x52, 0x54, 0x00, 0x50, 0x00, 0x01],
+            uptime_ms: 0x0A0B,
+        });
+        let mut buf = [0u8; 64];
+        let n = hello.emit(&mut buf).unwrap();
+        #[rustfmt::skip]
+        let expected: [u8; 44] = [
+            0x03, 0x02, 0x01, 0x00, // firmware version
+            4, // cores
+            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // nonce
+            0x60, 0xEA, 0, 0, 3, 0, 1, 0, 1, // shard: total, nodes, index, layout
+            8, 7, 6, 5, 4, 3, 2, 1, // shard hash
+            0x52, 0x54, 0x00, 0x50, 0x00, 0x01, // MAC
+            0x0B, 0x0A, 0, 0, 0, 0, 0, 0, // uptime in ms
+        ];
+        assert_eq!(&buf[..n], &expected);
+        // A version-1 Hello (no MAC, no uptime) is refused, not misread.
+        assert_eq!(Message::parse(1, &buf[..n - 14]).unwrap_err(), WireError::Truncated);
+    }
+
     #[test]
     fn bad_values_are_refused() {
         assert_eq!(Message::parse(0, &[]).unwrap_err(), WireError::BadValue);
@@ -544,8 +585,15 @@ mod tests {
         assert_eq!(Message::parse(4, &[1, 2, 3, 4, 5]).unwrap_err(), WireError::TooLong);
         // A shard index outside the shard count.
         let mut buf = [0u8; 64];
-        let hello =
-            Message::Hello(Hello { firmware_version: 1, cores: 1, nonce: 1, shard: SHARD, shard_hash: 0 });
+        let hello = Message::Hello(Hello {
+            firmware_version: 1,
+            cores: 1,
+            nonce: 1,
+            shard: SHARD,
+            shard_hash: 0,
+            mac: [0; 6],
+            uptime_ms: 0,
+        });
         let n = hello.emit(&mut buf).unwrap();
         buf[4 + 1 + 8 + 6] = 3; // index = 3 of 3 shards
         assert_eq!(Message::parse(1, &buf[..n]).unwrap_err(), WireError::BadValue);

@@ -7,7 +7,8 @@
 //! ```text
 //! offset  size  field
 //!      0     2  magic "PT"
-//!      2     1  version (1)
+//!      2     1  version (2: Hello carries the node's MAC and uptime; version 1 nodes are refused
+//!                 as `BadVersion`, so a mixed cluster says why instead of misreading Hellos)
 //!      3     1  kind (see Kind)
 //!      4     4  session: the join token the master gave this node (0 in Hello)
 //!      8     2  sender: node id, or 0xFFFF for the master
@@ -27,8 +28,8 @@ mod message;
 pub use datagram::{Datagram, Header, HEADER_LEN, MAC_LEN};
 pub use message::*;
 
-/// Protocol version carried in every datagram.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in every datagram. 2 added [`Hello::mac`] and [`Hello::uptime_ms`].
+pub const VERSION: u8 = 2;
 /// The two magic bytes.
 pub const MAGIC: [u8; 2] = *b"PT";
 /// Sender id of the master.
