@@ -65,20 +65,8 @@ extern "C" fn secondary_init(core: usize) -> ! {
     smp::worker(core)
 }
 
-/// The generic timer's reading when this boot began. A watchdog reset under QEMU does not restart
-/// the counter (on a board it does), so uptime is measured from here, not from zero.
-static BOOT_US: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// Microseconds since this boot began (what the node announces as its uptime).
-pub fn uptime_us() -> u64 {
-    arch::aarch64::timer::GenericTimer::new()
-        .now_us()
-        .saturating_sub(BOOT_US.load(core::sync::atomic::Ordering::Relaxed))
-}
-
 /// The safe part of the boot.
 fn kernel_main() -> ! {
-    BOOT_US.store(arch::aarch64::timer::GenericTimer::new().now_us(), core::sync::atomic::Ordering::Relaxed);
     let el = current_el();
     let footprint = Footprint::of::<MxLenet, Fixed>().total(4);
     defmt::info!("pitrain firmware {=str}: booted in EL{=u64}", env!("CARGO_PKG_VERSION"), el);

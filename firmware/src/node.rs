@@ -12,6 +12,7 @@ use protocol::wire::{ModelId, ShardSpec};
 use spin::Mutex;
 use static_cell::ConstStaticCell;
 
+use crate::arch::aarch64::timer::GenericTimer;
 use crate::smp::CORES;
 use crate::training::{batch_gradient, LENET5_CORES, MAX_SAMPLES, MXLENET_CORES};
 
@@ -82,13 +83,12 @@ impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>
 /// the node's total can be split into training and everything else (network, protocol, waiting).
 static COMPUTING: AtomicU64 = AtomicU64::new(0);
 
-/// The generic timer as the protocol's clock, counting from this boot (so Hello's uptime is the
-/// time since this boot).
-struct TimerClock;
+/// The generic timer as the protocol's clock.
+struct TimerClock(GenericTimer);
 
 impl Clock for TimerClock {
     fn now_us(&mut self) -> u64 {
-        crate::uptime_us()
+        self.0.now_us()
     }
 }
 
@@ -158,7 +158,7 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
     let config = NodeConfig { firmware_version: FIRMWARE_VERSION, mac, ..NodeConfig::new(settings.node_id) };
     let key = ClusterKey(settings.cluster_key);
     let mut node: Node<'_, N, _, _, _> =
-        Node::new(config, key, transport, TimerClock, shard, buffers, entropy);
+        Node::new(config, key, transport, TimerClock(GenericTimer::new()), shard, buffers, entropy);
     defmt::info!("node {=u16}: joining the master", settings.node_id);
     // Under QEMU -icount shift=0,sleep=off this counts the guest's instructions (all cores).
     crate::arch::aarch64::pmu::start_cycle_counter();

@@ -640,15 +640,6 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         for i in 0..crate::transfer::chunk_count(len) as u16 {
             self.send_upload_chunk(upload, i);
         }
-        // The node did not listen while it computed and sent (a full transmit queue makes the
-        // platform push frames out synchronously), so the master's silence is measured from here: a
-        // step longer than `master_timeout_us` (a slow board, QEMU on a busy host) must not make the
-        // node drop its fresh upload and join again.
-        let now = self.clock.now_us();
-        self.last_heard_us = self.last_heard_us.max(now);
-        if let Some(u) = self.upload.as_mut() {
-            u.last_activity_us = now;
-        }
         self.counters.steps += 1;
         Event::Computed { step: sync, samples: total as u32 }
     }
