@@ -71,7 +71,8 @@ fn lossy_network_changes_nothing() {
     assert!(run.outcome.epochs[0].missing_nodes.is_empty());
 }
 
-/// A node that dies is dropped after the deadline; training goes on without its shard.
+/// A node that dies is dropped after the deadline (2 s: a healthy node on a loaded 2-core machine
+/// must not be dropped too); training goes on without its shard.
 #[test]
 fn dead_node_is_dropped_and_reported() {
     let _serial = serial();
@@ -79,7 +80,7 @@ fn dead_node_is_dropped_and_reported() {
     let kill = KillPlan { node: 1, step: 3, revive: None };
     let cluster = ClusterConfig {
         kill: Some(kill),
-        step_deadline: Duration::from_millis(500),
+        step_deadline: Duration::from_secs(2),
         ..ClusterConfig::new(small(ModelKind::Lenet5), 3)
     };
     let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
@@ -102,7 +103,7 @@ fn revived_node_rejoins() {
     let config = TrainConfig { epochs: 3, ..small(ModelKind::Lenet5) };
     let cluster = ClusterConfig {
         kill: Some(kill),
-        step_deadline: Duration::from_millis(500),
+        step_deadline: Duration::from_secs(2),
         ..ClusterConfig::new(config, 3)
     };
     let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
