@@ -286,6 +286,7 @@ fn drive<N: Network>(
         observer.epoch_started(epoch + 1, steps as usize);
         let mut stats = kernels::BatchStats::default();
         let mut missing_nodes: Vec<u16> = Vec::new();
+        let mut stopped_after: Option<u32> = None;
         for t in 0..steps {
             progress.begin(epoch * steps + t);
             let outcome = master.step(epoch * steps + t)?;
@@ -297,24 +298,12 @@ fn drive<N: Network>(
             }
             observer.step_done();
             if master.stop_requested() && (t + 1 < steps || epoch + 1 < config.train.epochs) {
-                if t + 1 == steps {
-                    // The epoch is complete after all: report it and write its checkpoint.
-                    reports.push(finish_epoch(
-                        master,
-                        config,
-                        data,
-                        observer,
-                        epoch,
-                        started,
-                        &before,
-                        stats,
-                        missing_nodes,
-                        &mut eval_cores,
-                    ));
-                    return Ok((reports, Some(stopped((epoch + 1) * steps, epoch + 1))));
-                }
-                return Ok((reports, Some(stopped(epoch * steps + t + 1, epoch))));
+                stopped_after = Some(t + 1);
+                break;
             }
+        }
+        if let Some(done) = stopped_after.filter(|&done| done < steps) {
+            return Ok((reports, Some(stopped(epoch * steps + done, epoch))));
         }
         reports.push(finish_epoch(
             master,
@@ -328,6 +317,10 @@ fn drive<N: Network>(
             missing_nodes,
             &mut eval_cores,
         ));
+        if stopped_after.is_some() {
+            // The stop came with the epoch's last step: the epoch is reported and checkpointed.
+            return Ok((reports, Some(stopped((epoch + 1) * steps, epoch + 1))));
+        }
     }
     Ok((reports, None))
 }
