@@ -46,6 +46,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Write node blobs: each node's shard of MNIST with its training settings, for the firmware.
     Shard(ShardArgs),
+    /// Run one node of a cluster file in this process, in place of its board: it joins the master
+    /// (`pitrain train --cluster FILE`) at the file's address with the file's key and trains on its
+    /// own shard of MNIST, with the node state machine the firmware runs.
+    Node(NodeArgs),
     /// The cluster file: `pitrain cluster init` writes a commented one with a fresh key.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -53,6 +57,23 @@ pub enum Command {
     Image(ImageArgs),
     /// Write an image to an SD card and verify it; refuses anything that is not a free card.
     Flash(FlashArgs),
+}
+
+/// `pitrain node ...`
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The cluster file.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: PathBuf,
+    /// Which of its nodes this process is.
+    #[arg(long)]
+    pub node: u16,
+    /// Directory with the MNIST files [default: $MNIST_DIR, then the download cache].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Threads sharing the node's work [default: the file's cores per node].
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// `pitrain flash ...`
@@ -348,6 +369,20 @@ pub struct TrainArgs {
     /// With --qemu and --link-mbps: one-way latency of each node's link, in milliseconds.
     #[arg(long, requires = "link_mbps", default_value_t = 0.0)]
     pub link_latency_ms: f64,
+    /// Be the master of the boards described by this cluster file (or of `pitrain node` processes
+    /// standing in for them): listen on the file's master address and port, with its key, and train
+    /// with the nodes that join. The training settings are the file's, as the boards' blobs hold
+    /// them; --sync-period, --step-deadline, --threads (for validation), --data, --out and --resume
+    /// apply.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "nodes", "local", "qemu", "drop", "duplicate", "reorder", "kill", "model", "arith", "epochs",
+        "batch", "batch_per_node", "lr", "momentum", "weight_decay", "seed", "limit", "shard_layout",
+    ])]
+    pub cluster: Option<PathBuf>,
+    /// With --cluster: seconds to wait for every node to join (boards boot from their cards; start
+    /// them after the master).
+    #[arg(long, requires = "cluster", default_value_t = 600.0)]
+    pub join_timeout: f64,
     /// The control socket this run's master listens on for `pitrain cluster status|stop|reboot`
     /// [default: OUT/control.sock, and the well-known $XDG_RUNTIME_DIR/pitrain/master.sock (or
     /// /tmp/pitrain-UID/master.sock) unless another master holds it].
@@ -551,9 +586,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Qemu(QemuCommand::Run { kernel, timeout, icount, elf, blob, cores }) => {
-            if !(timeout.is_finite() && timeout > 0.0) {
-                return Err(CliError::Unsupported(format!("--timeout must be positive, got {timeout}")));
-            }
+            seconds("--timeout", timeout)?;
             let image = match kernel {
                 Some(k) if k.is_file() => k,
                 Some(k) => {
@@ -615,6 +648,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             link_test(&options, count, size)
         }
         Command::Shard(args) => shard(args),
+        Command::Node(args) => node(args),
         Command::Cluster(ClusterCommand::Init { out, nodes, master, name }) => {
             if nodes == 0 {
                 return Err(CliError::Unsupported("--nodes must be at least 1".into()));
@@ -1038,15 +1072,27 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     if args.qemu == Some(0) {
         return Err(CliError::Unsupported("--qemu must be at least 1".into()));
     }
-    let nodes = args.qemu.unwrap_or(args.nodes);
+    let file = args.cluster.as_deref().map(crate::cluster_file::ClusterFile::read).transpose()?;
+    let nodes = match &file {
+        Some(f) => f.nodes.len() as u16,
+        None => args.qemu.unwrap_or(args.nodes),
+    };
+    let default_mode = file.as_ref().map_or(BatchMode::Global, |f| f.batch_mode());
     let single = args.local || nodes == 1;
-    let mut config = run.train_config(single, BatchMode::Global);
+    let mut config = match &file {
+        Some(f) => {
+            TrainConfig { threads: run.threads.unwrap_or(TrainConfig::default().threads), ..f.train_config() }
+        }
+        None => run.train_config(single, default_mode),
+    };
     config.validate()?;
     run.load_resume(&mut config)?;
     let (dir, data) = run.load_data()?;
     let out = run.out.clone().unwrap_or_else(|| default_out(&config));
     let placement = if args.local {
         format!("in one process, {} threads", config.threads)
+    } else if let Some(f) = &file {
+        format!("on the {nodes} nodes of {} (master at {}:{})", f.name, f.master.address, f.master.port)
     } else if args.qemu.is_some() {
         format!("on {nodes} QEMU raspi3b nodes (logs in {})", out.join("qemu").display())
     } else {
@@ -1054,7 +1100,7 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     };
     run.announce(
         &config,
-        if args.local { BatchMode::Global } else { run.mode(BatchMode::Global) },
+        if args.local { BatchMode::Global } else { run.mode(default_mode) },
         &placement,
         &dir,
         &data,
@@ -1066,7 +1112,23 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
     let (outcome, traffic) = if args.local {
         (trainer::train(&config, &data, &mut progress)?, None)
     } else {
-        let mut cluster = run.cluster_config(config.clone(), nodes, BatchMode::Global)?;
+        let mut cluster = run.cluster_config(config.clone(), nodes, default_mode)?;
+        if let Some(f) = &file {
+            cluster.layout = f.layout();
+            cluster.external = Some(cluster::ExternalNodes {
+                listen: std::net::SocketAddr::from((f.master.address, f.master.port)),
+                key: f.key.0,
+            });
+            cluster.join_timeout = seconds("--join-timeout", args.join_timeout)?;
+            // A board computes a step of MxLenet in about a second; the rest is the network.
+            if run.step_deadline.is_none() {
+                cluster.step_deadline = std::time::Duration::from_secs(30);
+            }
+            println!(
+                "waiting up to {:.0} s for {nodes} nodes to join at {}:{}",
+                args.join_timeout, f.master.address, f.master.port
+            );
+        }
         let server = start_control(args.control.as_deref(), &out)?;
         cluster.control = server.as_ref().map(|s| s.shared());
         _control = server;
@@ -1108,6 +1170,55 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
             s.steps_done, s.epochs_done
         );
     }
+    Ok(())
+}
+
+/// `pitrain node`: one node of a cluster file, simulated in this process.
+fn node(args: NodeArgs) -> Result<(), CliError> {
+    let file = crate::cluster_file::ClusterFile::read(&args.cluster)?;
+    if file.placement(args.node).is_none() {
+        return Err(CliError::Unsupported(format!(
+            "{} has no node {} (its nodes are {:?})",
+            args.cluster.display(),
+            args.node,
+            file.node_ids()
+        )));
+    }
+    let threads = args.threads.unwrap_or(file.training.cores as usize);
+    if threads == 0 {
+        return Err(CliError::Unsupported("--threads must be at least 1".into()));
+    }
+    let dir = mnist::locate(args.data.as_deref())?;
+    let data = Mnist::load(&dir)?;
+    let train = file.train_config().training_set(&data);
+    drop(data);
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "node {} of {} ({}): joining the master at {}:{} with {threads} threads",
+        args.node,
+        file.nodes.len(),
+        file.name,
+        file.master.address,
+        file.master.port
+    );
+    let counters = cluster::sim::run_file_node(&file, args.node, &train, threads, shutdown.clone())
+        .map_err(ClusterError::Socket)?;
+    let how = if shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+        "interrupted"
+    } else {
+        "stopped by the master"
+    };
+    println!(
+        "node {}: {how} after {} steps; sent {} datagrams ({} bytes), received {} bytes, refused {} datagrams",
+        args.node,
+        counters.steps,
+        counters.sent,
+        counters.bytes_sent,
+        counters.bytes_received,
+        counters.rejected.total()
+    );
     Ok(())
 }
 
@@ -1194,12 +1305,7 @@ impl RunArgs {
         nodes: u16,
         default_mode: BatchMode,
     ) -> Result<ClusterConfig, CliError> {
-        let step_deadline = self.step_deadline.unwrap_or(10.0);
-        if !(step_deadline.is_finite() && step_deadline > 0.0) {
-            return Err(CliError::Unsupported(format!(
-                "--step-deadline must be positive, got {step_deadline}"
-            )));
-        }
+        let step_deadline = seconds("--step-deadline", self.step_deadline.unwrap_or(10.0))?;
         if let Some(k) = self.kill.filter(|k| k.node >= nodes) {
             return Err(CliError::Unsupported(format!(
                 "--kill names node {} but there are {nodes} nodes",
@@ -1215,7 +1321,7 @@ impl RunArgs {
         Ok(ClusterConfig {
             faults,
             kill: self.kill,
-            step_deadline: std::time::Duration::from_secs_f64(step_deadline),
+            step_deadline,
             mode: self.mode(default_mode),
             sync_period: self.sync_period,
             layout: self.shard_layout.into(),
@@ -1249,6 +1355,16 @@ impl RunArgs {
             config.seed,
         );
     }
+}
+
+/// Option `name`'s value as a duration: a positive, finite number of seconds.
+fn seconds(name: &str, value: f64) -> Result<std::time::Duration, CliError> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(CliError::Unsupported(format!(
+            "{name} must be a positive number of seconds, got {value}"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 pub(crate) fn default_out(config: &TrainConfig) -> PathBuf {

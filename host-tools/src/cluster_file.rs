@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use protocol::blob::NetSettings;
-use protocol::wire::ShardLayout;
+use protocol::wire::{BatchMode, ShardLayout};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -132,6 +132,18 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
     }
 }
 
+/// How each step's batch is formed, as written in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeName {
+    /// One global batch of `batch` per step, split by where its samples live: exactly one-process
+    /// training whatever the node count.
+    #[default]
+    Global,
+    /// Every node takes `batch` of its own samples per step (MXNet dist_sync).
+    PerNode,
+}
+
 /// The shard layout, as written in the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,8 +183,11 @@ pub struct TrainingSection {
     pub model: ModelKind,
     /// Epochs.
     pub epochs: u32,
-    /// Samples per step.
+    /// Samples per step (in all, or per node with `mode = "per-node"`).
     pub batch: usize,
+    /// How each step's batch is formed.
+    #[serde(default)]
+    pub mode: ModeName,
     /// Learning rate.
     pub lr: f64,
     /// Momentum.
@@ -309,14 +324,27 @@ impl ClusterFile {
         Some(NodePlacement {
             nodes: self.nodes.len() as u16,
             node: id,
-            layout: match self.training.layout {
-                LayoutName::Contiguous => ShardLayout::Contiguous,
-                LayoutName::Strided => ShardLayout::Strided,
-            },
+            layout: self.layout(),
             cores: self.training.cores,
             net,
             cluster_key: self.key.0,
         })
+    }
+
+    /// The batch mode.
+    pub fn batch_mode(&self) -> BatchMode {
+        match self.training.mode {
+            ModeName::Global => BatchMode::Global,
+            ModeName::PerNode => BatchMode::PerNode,
+        }
+    }
+
+    /// The shard layout.
+    pub fn layout(&self) -> ShardLayout {
+        match self.training.layout {
+            LayoutName::Contiguous => ShardLayout::Contiguous,
+            LayoutName::Strided => ShardLayout::Strided,
+        }
     }
 
     /// Node ids in order.
@@ -352,7 +380,10 @@ port = {DEFAULT_MASTER_PORT}
 # "mxlenet" (the 2017 study's MXNet LeNet) or "lenet5".
 model = "mxlenet"
 epochs = {epochs}
-# Samples per step.
+# Samples per step: "global" takes one batch of `batch` per step, split by where its samples live
+# (exactly one-process training, whatever the node count); "per-node" has every node take `batch`
+# of its own samples per step (MXNet dist_sync, the 2017 study's setting).
+mode = "global"
 batch = {batch}
 lr = {lr}
 momentum = {momentum}

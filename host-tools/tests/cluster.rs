@@ -116,6 +116,30 @@ fn revived_node_rejoins() {
     assert!((20..=21).contains(&steps), "node 2 trained steps 0..=2 and 12 or 13..=29, not {steps}");
 }
 
+/// While the master waits for a dead node until the step deadline, it pings the nodes that are
+/// done, so they keep their session instead of joining again after their own master timeout.
+/// (Here the timeout is 1 s against a 3 s deadline; on a board it is 30 s against QEMU's 120 s.)
+#[test]
+fn nodes_keep_their_session_while_the_master_waits_for_a_dead_one() {
+    let _serial = serial();
+    let data = data();
+    let kill = KillPlan { node: 1, step: 2, revive: None };
+    let cluster = ClusterConfig {
+        kill: Some(kill),
+        step_deadline: Duration::from_secs(3),
+        node_master_timeout: Duration::from_secs(1),
+        keepalive: Duration::from_millis(200),
+        ..ClusterConfig::new(small(ModelKind::Lenet5), 3)
+    };
+    let run = train_simulated(&cluster, &data, &mut Silent).unwrap();
+    assert_eq!(run.outcome.epochs[0].missing_nodes, "1");
+    for id in [0, 2] {
+        let t = &run.traffic[id];
+        assert_eq!(t.joins, 1, "node {id} kept its session: {t:?}");
+        assert_eq!(t.steps, 10, "node {id} trained every step: {t:?}");
+    }
+}
+
 /// When every node has been dropped the master waits for one to come back instead of running steps
 /// that nobody computes; if none does, it stops with an error.
 #[test]

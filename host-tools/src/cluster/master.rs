@@ -69,6 +69,8 @@ struct Peer {
     hello: Option<(Hello, Instant)>,
     /// Last authenticated datagram from it.
     last_heard: Option<Instant>,
+    /// Last datagram sent to it.
+    last_sent: Option<Instant>,
     reboot: Option<PendingReboot>,
     /// Told to stop at the end of the run.
     stopped: bool,
@@ -139,6 +141,7 @@ impl<N: Network> Master<N> {
                 traffic: NodeTraffic::default(),
                 hello: None,
                 last_heard: None,
+                last_sent: None,
                 reboot: None,
                 stopped: false,
             })
@@ -252,6 +255,23 @@ impl<N: Network> Master<N> {
         }
     }
 
+    /// Pings every joined node the master has said nothing to for `config.keepalive`. A node
+    /// joins again after 30 s without a word from the master (`NodeConfig::master_timeout_us`), and
+    /// in normal operation the master can be silent towards a node for longer than that: while it
+    /// waits for the other nodes (up to the step deadline, 120 s with QEMU nodes), for the last node
+    /// to join, or for a dropped node to come back. Without the ping such a node would give up its
+    /// session and lose its place in the step.
+    fn keep_alive(&mut self, now: Instant) {
+        for id in 0..self.config.nodes {
+            let p = &self.peers[id as usize];
+            let quiet = p.last_sent.is_none_or(|t| now.duration_since(t) >= self.config.keepalive);
+            if p.alive && p.reboot.is_none() && !p.stopped && quiet {
+                let token = p.token;
+                self.send_to(id, token, &Message::Ping { nonce: self.sequence + 1 });
+            }
+        }
+    }
+
     /// Sends node `id` its pending Reboot again if the last one is `gap` old.
     fn repeat_reboot(&mut self, id: u16, now: Instant, gap: Duration) {
         let p = &self.peers[id as usize];
@@ -321,6 +341,7 @@ impl<N: Network> Master<N> {
         if let Ok(n) = self.key.seal(&header, message, &mut self.tx) {
             // A full socket buffer loses the datagram; the protocol repeats what matters.
             let _ = self.socket.send_to(&self.tx[..n], addr);
+            self.peers[id as usize].last_sent = Some(Instant::now());
             self.peers[id as usize].traffic.bytes_to_node += n as u64;
             self.peers[id as usize].traffic.datagrams_to_node += 1;
         }
@@ -488,6 +509,7 @@ impl<N: Network> Master<N> {
             }
         }
         self.rx = rx;
+        self.keep_alive(Instant::now());
         self.serve_control();
     }
 

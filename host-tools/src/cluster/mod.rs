@@ -5,7 +5,7 @@ pub mod master;
 pub mod qemu_nodes;
 pub mod sim;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use kernels::heap::HeapCore;
 use kernels::{Fixed, Lenet5, MxLenet, Network};
 use protocol::auth::ClusterKey;
 use protocol::fault::FaultConfig;
-use protocol::node::NodeCounters;
+use protocol::node::{NodeConfig, NodeCounters};
 use protocol::wire::{BatchMode, ShardLayout, ShardSpec};
 use serde::Serialize;
 
@@ -56,6 +56,14 @@ pub struct ClusterConfig {
     /// Silence after which the last model chunk is sent again.
     #[serde(skip)]
     pub resend: Duration,
+    /// The master pings a joined node it has said nothing to for this long, so that the node does
+    /// not give up its session while the master waits for others.
+    #[serde(skip)]
+    pub keepalive: Duration,
+    /// Silence from the master after which a simulated node joins again. Firmware nodes use
+    /// `NodeConfig::new`'s 30 s; tests shorten it to show that the keepalive holds a node.
+    #[serde(skip)]
+    pub node_master_timeout: Duration,
     /// Silence after which a Nack is sent for an incomplete upload.
     #[serde(skip)]
     pub nack_delay: Duration,
@@ -69,6 +77,10 @@ pub struct ClusterConfig {
     /// Run the nodes as QEMU raspi3b guests booting the firmware instead of simulated threads.
     #[serde(skip)]
     pub qemu: Option<qemu_nodes::QemuOptions>,
+    /// Nodes started elsewhere (boards, or `pitrain node` processes) that reach the master at the
+    /// cluster file's address with the cluster file's key; none are started here.
+    #[serde(skip)]
+    pub external: Option<ExternalNodes>,
     /// The control channel the master serves (`pitrain cluster status|stop|reboot`); see
     /// [`control::ControlServer`].
     #[serde(skip)]
@@ -88,12 +100,31 @@ impl ClusterConfig {
             join_timeout: Duration::from_secs(20),
             rejoin_timeout: Duration::from_secs(90),
             resend: Duration::from_millis(50),
+            keepalive: Duration::from_secs(3),
+            node_master_timeout: Duration::from_micros(NodeConfig::new(0).master_timeout_us),
             nack_delay: Duration::from_millis(20),
             faults: FaultConfig::default(),
             kill: None,
             qemu: None,
+            external: None,
             control: None,
         }
+    }
+}
+
+/// Where a master for nodes started elsewhere listens, and the key they hold.
+#[derive(Clone)]
+pub struct ExternalNodes {
+    /// The master's address and port as the cluster file gives them (the nodes send there).
+    pub listen: SocketAddr,
+    /// The cluster key.
+    pub key: [u8; 32],
+}
+
+impl core::fmt::Debug for ExternalNodes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The key stays out of logs and error messages.
+        f.debug_struct("ExternalNodes").field("listen", &self.listen).finish_non_exhaustive()
     }
 }
 
@@ -130,6 +161,14 @@ pub enum ClusterError {
     /// Socket trouble.
     #[error("UDP socket: {0}")]
     Socket(std::io::Error),
+    /// The master cannot listen where the cluster file says the nodes will send.
+    #[error("cannot listen on {address} ({source}): the nodes send to the master address and port of the cluster file, so this machine must hold that address (check `ip -4 addr`) and the port must be free")]
+    Listen {
+        /// The cluster file's master address and port.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Nodes that never joined.
     #[error("nodes {missing:?} did not join in time")]
     JoinTimeout {
@@ -203,9 +242,15 @@ fn run<N: Network>(
 ) -> Result<ClusterOutcome, ClusterError> {
     let train = config.train.training_set(data);
     let total = train.len() as u32;
-    let key_bytes: [u8; 32] = rand::random();
+    let (key_bytes, socket) = match &config.external {
+        Some(e) => {
+            let socket =
+                udp_socket(e.listen).map_err(|source| ClusterError::Listen { address: e.listen, source })?;
+            (e.key, socket)
+        }
+        None => (rand::random(), local_socket().map_err(ClusterError::Socket)?),
+    };
     let key = ClusterKey(key_bytes);
-    let socket = local_socket().map_err(ClusterError::Socket)?;
     let address = socket.local_addr().map_err(ClusterError::Socket)?;
     let mut master = Master::<N>::new(config.clone(), key.clone(), socket, total)?;
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -217,15 +262,24 @@ fn run<N: Network>(
         Some(options) => {
             qemu = Some(qemu_nodes::QemuNodes::launch(config, options, data, key_bytes, address, &progress)?)
         }
+        // They join by themselves.
+        None if config.external.is_some() => {}
         None => {
             for id in 0..config.nodes {
                 let spec = ShardSpec { total, nodes: config.nodes, index: id, layout: config.layout };
                 let shard = sim::SimShard::<N>::new(spec, &train, config.train.threads);
-                let (key, shutdown) = (key.clone(), shutdown.clone());
-                let (faults, kill, progress) = (config.faults, config.kill, progress.clone());
-                nodes.push(std::thread::spawn(move || {
-                    sim::run_node::<N>(id, key, address, shard, max_batch, faults, kill, progress, shutdown)
-                }));
+                let node = sim::SimNode {
+                    id,
+                    key: key.clone(),
+                    master: address,
+                    max_batch,
+                    faults: config.faults,
+                    kill: config.kill,
+                    progress: progress.clone(),
+                    master_timeout: config.node_master_timeout,
+                    shutdown: shutdown.clone(),
+                };
+                nodes.push(std::thread::spawn(move || sim::run_node::<N>(node, shard)));
             }
         }
     }
@@ -370,11 +424,16 @@ const SOCKET_BUFFER: usize = 8 << 20;
 
 /// A UDP socket on an ephemeral 127.0.0.1 port with large buffers.
 pub fn local_socket() -> std::io::Result<UdpSocket> {
+    udp_socket(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// A UDP socket bound to `address`, with large buffers.
+pub fn udp_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     // Best effort: smaller buffers only cost retransmissions.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.bind(&address.into())?;
     Ok(socket.into())
 }

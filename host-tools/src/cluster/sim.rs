@@ -25,9 +25,14 @@ pub struct UdpTransport {
 }
 
 impl UdpTransport {
-    /// A socket on an ephemeral 127.0.0.1 port, connected to `master`. `recv` waits up to 1 ms.
+    /// A socket on an ephemeral port, connected to `master`: on 127.0.0.1 for a master on this
+    /// machine, else on every interface. `recv` waits up to 1 ms.
     pub fn connect(master: SocketAddr) -> std::io::Result<Self> {
-        let socket = super::local_socket()?;
+        let socket = if master.ip().is_loopback() {
+            super::local_socket()?
+        } else {
+            super::udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?
+        };
         socket.connect(master)?;
         socket.set_read_timeout(Some(Duration::from_millis(1)))?;
         Ok(UdpTransport { socket })
@@ -151,34 +156,38 @@ impl MasterProgress {
     }
 }
 
+/// What a simulated node is told when it starts, besides its shard. (Not `Debug`: it holds the key.)
+#[derive(Clone)]
+pub struct SimNode {
+    /// Its id.
+    pub id: u16,
+    /// The cluster key.
+    pub key: ClusterKey,
+    /// The master's socket.
+    pub master: SocketAddr,
+    /// The largest batch it may be asked to take.
+    pub max_batch: usize,
+    /// Faults its transport injects.
+    pub faults: FaultConfig,
+    /// The run's kill plan (it acts only if the plan names this node).
+    pub kill: Option<KillPlan>,
+    /// The master's progress, for a revival at a step.
+    pub progress: MasterProgress,
+    /// Silence from the master after which the node joins again (the firmware's is
+    /// `NodeConfig::new`'s 30 s).
+    pub master_timeout: Duration,
+    /// Set when the run ends.
+    pub shutdown: Arc<AtomicBool>,
+}
+
 /// Runs one simulated node until the master stops it or `shutdown` is set; returns its counters
 /// (of its last life). A Reboot from the master starts a new life at once (after
 /// [`SIMULATED_BOOT`]), as a kill plan's revival does.
-#[allow(clippy::too_many_arguments)]
-pub fn run_node<N: Network>(
-    id: u16,
-    key: ClusterKey,
-    master: SocketAddr,
-    mut shard: SimShard<N>,
-    max_batch: usize,
-    faults: FaultConfig,
-    kill: Option<KillPlan>,
-    progress: MasterProgress,
-    shutdown: Arc<AtomicBool>,
-) -> std::io::Result<NodeCounters> {
-    let kill = kill.filter(|k| k.node == id);
+pub fn run_node<N: Network>(node: SimNode, mut shard: SimShard<N>) -> std::io::Result<NodeCounters> {
+    let kill = node.kill.filter(|k| k.node == node.id);
     let mut killed = false;
     loop {
-        let life = live::<N>(
-            id,
-            &key,
-            master,
-            shard,
-            max_batch,
-            faults,
-            if killed { None } else { kill },
-            &shutdown,
-        )?;
+        let life = live::<N>(&node, shard, if killed { None } else { kill })?;
         match life {
             Life::Ended(counters) => return Ok(counters),
             Life::Rebooted(s) => {
@@ -193,12 +202,12 @@ pub fn run_node<N: Network>(
                 let revive = kill.and_then(|k| k.revive);
                 // Silent until revival (or, if it stays dead, until the run ends).
                 loop {
-                    if shutdown.load(Ordering::Relaxed) {
+                    if node.shutdown.load(Ordering::Relaxed) {
                         return Ok(counters);
                     }
                     let due = match revive {
                         Some(Revive::After(pause)) => died.elapsed() >= pause,
-                        Some(Revive::AtStep(step)) => progress.step() >= step,
+                        Some(Revive::AtStep(step)) => node.progress.step() >= step,
                         None => false,
                     };
                     if due {
@@ -208,6 +217,45 @@ pub fn run_node<N: Network>(
                 }
                 shard = s;
             }
+        }
+    }
+}
+
+/// Runs node `id` of a cluster file in this process, in place of its board: its shard of `train`
+/// (the training set after the file's limit), the file's master address and key, `threads`
+/// threads. Returns its counters when the master stops it or `shutdown` is set.
+pub fn run_file_node(
+    file: &crate::cluster_file::ClusterFile,
+    id: u16,
+    train: &Split,
+    threads: usize,
+    shutdown: Arc<AtomicBool>,
+) -> std::io::Result<NodeCounters> {
+    let placement = file.placement(id).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("the cluster file has no node {id} (its nodes: {:?})", file.node_ids()),
+        )
+    })?;
+    let spec =
+        ShardSpec { total: train.len() as u32, nodes: placement.nodes, index: id, layout: placement.layout };
+    let node = SimNode {
+        id,
+        key: ClusterKey(placement.cluster_key),
+        master: SocketAddr::from((file.master.address, file.master.port)),
+        max_batch: file.training.batch,
+        faults: FaultConfig::default(),
+        kill: None,
+        progress: MasterProgress::default(),
+        master_timeout: Duration::from_micros(NodeConfig::new(id).master_timeout_us),
+        shutdown,
+    };
+    match file.training.model {
+        crate::trainer::ModelKind::Mxlenet => {
+            run_node::<kernels::MxLenet>(node, SimShard::new(spec, train, threads))
+        }
+        crate::trainer::ModelKind::Lenet5 => {
+            run_node::<kernels::Lenet5>(node, SimShard::new(spec, train, threads))
         }
     }
 }
@@ -240,18 +288,8 @@ enum Life<N: Network> {
 }
 
 /// One boot of a node: fresh buffers, socket and nonce.
-#[allow(clippy::too_many_arguments)]
-fn live<N: Network>(
-    id: u16,
-    key: &ClusterKey,
-    master: SocketAddr,
-    shard: SimShard<N>,
-    max_batch: usize,
-    faults: FaultConfig,
-    kill: Option<KillPlan>,
-    shutdown: &AtomicBool,
-) -> std::io::Result<Life<N>> {
-    let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, max_batch);
+fn live<N: Network>(node: &SimNode, shard: SimShard<N>, kill: Option<KillPlan>) -> std::io::Result<Life<N>> {
+    let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, node.max_batch);
     let mut master_params = vec![0i32; sizes.params];
     let mut working = vec![0i16; sizes.params];
     let mut grads = vec![0i64; sizes.params];
@@ -274,12 +312,20 @@ fn live<N: Network>(
         order: &mut order,
         samples: &mut samples,
     };
-    let faults =
-        FaultConfig { seed: faults.seed ^ ((id as u64 + 1) << 32) ^ rand::random::<u32>() as u64, ..faults };
-    let transport = FaultyTransport::new(UdpTransport::connect(master)?, faults);
+    let faults = FaultConfig {
+        seed: node.faults.seed ^ ((node.id as u64 + 1) << 32) ^ rand::random::<u32>() as u64,
+        ..node.faults
+    };
+    let transport = FaultyTransport::new(UdpTransport::connect(node.master)?, faults);
+    let config = NodeConfig {
+        firmware_version: SIMULATOR_VERSION,
+        master_timeout_us: node.master_timeout.as_micros() as u64,
+        ..NodeConfig::new(node.id)
+    };
+    let shutdown = &node.shutdown;
     let mut node: Node<'_, N, _, _, _> = Node::new(
-        NodeConfig { firmware_version: SIMULATOR_VERSION, ..NodeConfig::new(id) },
-        key.clone(),
+        config,
+        node.key.clone(),
         transport,
         StdClock(Instant::now()),
         shard,

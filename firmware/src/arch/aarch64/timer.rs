@@ -36,10 +36,7 @@ impl GenericTimer {
         let ticks = (us as u128 * self.hz as u128).div_ceil(1_000_000) as u64;
         let start = self.ticks();
         while self.ticks().wrapping_sub(start) < ticks {
-            for _ in 0..1024 {
-                // SAFETY: `nop` does nothing; the asm keeps the loop from being optimised away.
-                unsafe { core::arch::asm!("nop", options(nomem, nostack, preserves_flags)) };
-            }
+            pause();
         }
     }
 
@@ -56,5 +53,17 @@ impl embedded_hal::delay::DelayNs for GenericTimer {
         while self.ticks().wrapping_sub(start) < ticks {
             core::hint::spin_loop();
         }
+    }
+}
+
+/// Spins 1024 `nop`s (about a microsecond on a Pi 3) without reading the counter or any device
+/// register. Loops that poll a register pause with this between reads: under QEMU's `-icount`
+/// every such read ends a translation block, so a loop that only polls moves guest time a few
+/// nanoseconds per exit, and a guest wait of milliseconds (a USB transfer) costs a hundred times
+/// as much host time. On a board it delays noticing an event by at most this long.
+pub fn pause() {
+    for _ in 0..1024 {
+        // SAFETY: `nop` does nothing; the asm keeps the loop from being optimised away.
+        unsafe { core::arch::asm!("nop", options(nomem, nostack, preserves_flags)) };
     }
 }

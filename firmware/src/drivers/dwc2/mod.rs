@@ -31,7 +31,7 @@ use usb::dwc2::{
 use usb::host::{DataToggle, DeviceHandle, EndpointHandle, HubPort, Speed, TransferError, UsbHost};
 use usb::setup::Setup;
 
-use crate::arch::aarch64::timer::GenericTimer;
+use crate::arch::aarch64::timer::{self, GenericTimer};
 use crate::bsp::rpi3::bus_address;
 use crate::drivers::mailbox::{Mailbox, MailboxError, PowerDevice};
 use regs::{ChannelRegisters, Registers, CHANNELS, GAHBCFG, GHWCFG2, GRSTCTL, GUSBCFG, HCCHAR, HCFG, HPRT0};
@@ -287,6 +287,7 @@ impl Dwc2 {
             if self.timer.now_us() - start > REGISTER_POLL_MS * 1000 {
                 return Err(InitError::ResetTimeout);
             }
+            timer::pause();
         }
         Ok(())
     }
@@ -341,7 +342,7 @@ impl Dwc2 {
                     self.halt(ch);
                     return Err(TransferError::Timeout);
                 }
-                ChannelState::Busy => core::hint::spin_loop(),
+                ChannelState::Busy => timer::pause(),
             }
         }
     }
@@ -356,7 +357,7 @@ impl Dwc2 {
         c.hcchar.modify(HCCHAR::CHDIS::SET + HCCHAR::CHENA::SET);
         let start = self.timer.now_us();
         while c.hcint.get() & hcint::CH_HLTD == 0 && self.timer.now_us() - start < 10_000 {
-            core::hint::spin_loop();
+            timer::pause();
         }
     }
 
@@ -418,6 +419,7 @@ impl Dwc2 {
                         self.halt(ch);
                         return Err(TransferError::Timeout);
                     }
+                    timer::pause();
                 }
                 match split_next(phase, c.hcint.get()) {
                     SplitNext::Complete | SplitNext::RetryComplete => phase = SplitPhase::Complete,
@@ -622,7 +624,7 @@ impl Dwc2 {
                 }
                 return state;
             }
-            core::hint::spin_loop();
+            timer::pause();
         }
     }
 }
