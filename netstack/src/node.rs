@@ -190,6 +190,10 @@ impl<E: EthernetClass> Transport for NodeNet<'_, E> {
         }
     }
 
+    fn sending(&mut self) -> bool {
+        self.sockets.get::<udp::Socket>(self.udp).send_queue() > 0
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
         self.poll();
         let master = self.master.addr;

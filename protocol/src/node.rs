@@ -29,6 +29,13 @@ pub trait Transport {
     fn send(&mut self, datagram: &[u8]);
     /// The next waiting datagram, copied into `buf`, or `None` when nothing is waiting.
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize>;
+    /// True while datagrams handed to [`Transport::send`] are still queued here, waiting for the
+    /// link. A node's upload timer starts when its burst has left, not when it was queued: on a slow
+    /// link (QEMU's USB model moves a full frame in 6 ms) a queued burst takes seconds to leave,
+    /// and repeating its last chunk meanwhile only lengthens the queue. The default: never.
+    fn sending(&mut self) -> bool {
+        false
+    }
 }
 
 /// A transport lent out: the platform keeps its network stack (to log its counters afterwards).
@@ -38,6 +45,9 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     }
     fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
         (**self).recv(buf)
+    }
+    fn sending(&mut self) -> bool {
+        (**self).sending()
     }
 }
 
@@ -556,6 +566,11 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
         if now.saturating_sub(self.last_heard_us) >= self.config.master_timeout_us {
             self.rejoin();
             return;
+        }
+        if self.upload.is_some() && self.transport.sending() {
+            if let Some(u) = self.upload.as_mut() {
+                u.last_activity_us = now;
+            }
         }
         if let Some(u) = self.upload {
             if now.saturating_sub(u.last_activity_us) >= self.config.resend_us {

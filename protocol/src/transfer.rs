@@ -208,11 +208,26 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Reassembly<B> {
     /// A Nack for the first missing chunks (up to [`NACK_SPAN`]), written into `scratch` (128 bytes).
     pub fn nack<'s>(&self, scratch: &'s mut [u8; NACK_SPAN / 8]) -> Option<Nack<'s>> {
         let c = self.current.filter(|c| c.have < c.count)?;
-        let count = c.count as usize;
+        self.missing_before(c.count as usize, scratch)
+    }
+
+    /// A Nack for the chunks missing before the highest one received: lost, where datagrams keep
+    /// their order, while those after it may still be on their way from a slow sender. `None` when
+    /// there is no such gap.
+    pub fn gaps<'s>(&self, scratch: &'s mut [u8; NACK_SPAN / 8]) -> Option<Nack<'s>> {
+        let c = self.current.filter(|c| c.have < c.count)?;
         let bitmap = self.bitmap.as_ref();
-        let first = (0..count).find(|&i| bitmap[i / 8] & (1 << (i % 8)) == 0)?;
+        let highest = (0..c.count as usize).rev().find(|&i| bitmap[i / 8] & (1 << (i % 8)) != 0)?;
+        self.missing_before(highest, scratch)
+    }
+
+    /// A Nack for the first missing chunks below index `end` (up to [`NACK_SPAN`] from the first).
+    fn missing_before<'s>(&self, end: usize, scratch: &'s mut [u8; NACK_SPAN / 8]) -> Option<Nack<'s>> {
+        let c = self.current?;
+        let bitmap = self.bitmap.as_ref();
+        let first = (0..end).find(|&i| bitmap[i / 8] & (1 << (i % 8)) == 0)?;
         let base = first - first % 8;
-        let span = (count - base).min(NACK_SPAN);
+        let span = (end - base).min(NACK_SPAN);
         scratch.fill(0);
         for i in 0..span {
             let idx = base + i;
@@ -265,6 +280,31 @@ mod tests {
         assert_eq!(last, Received::Complete);
         assert_eq!(r.data().unwrap(), &source[..]);
         assert!(r.nack(&mut scratch).is_none());
+    }
+
+    /// A slow sender is half way through its burst: only the holes before the highest chunk
+    /// received are asked for, not the chunks it has yet to send.
+    #[test]
+    fn gaps_name_only_chunks_missing_before_the_highest_received() {
+        let source = data();
+        let out = Outgoing::new(5, Content::Gradient, 3, &source);
+        let mut buffer = [0u8; LEN];
+        let mut bitmap = [0u8; bitmap_len(LEN)];
+        let mut r = Reassembly::new(&mut buffer[..], &mut bitmap[..]);
+        let mut scratch = [0u8; NACK_SPAN / 8];
+        r.start(&out.chunk(0)).unwrap();
+        for i in (0..10u16).filter(|&i| i != 4 && i != 7) {
+            r.accept(&out.chunk(i)).unwrap();
+        }
+        let gaps = r.gaps(&mut scratch).unwrap();
+        let asked: heapless::Vec<u16, 64> = out.requested(&gaps).collect();
+        assert_eq!(asked.as_slice(), &[4, 7]);
+        let all = r.nack(&mut scratch).unwrap();
+        assert_eq!(out.requested(&all).count(), 2 + 11, "nack names the unsent tail too");
+        r.accept(&out.chunk(4)).unwrap();
+        r.accept(&out.chunk(7)).unwrap();
+        assert!(r.gaps(&mut scratch).is_none(), "in order so far: nothing to ask for");
+        assert!(r.nack(&mut scratch).is_some());
     }
 
     #[test]

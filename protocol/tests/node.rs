@@ -23,6 +23,8 @@ const SPEC: ShardSpec = ShardSpec { total: 100, nodes: 2, index: 1, layout: Shar
 struct Wire {
     to_node: Rc<RefCell<VecDeque<Vec<u8>>>>,
     from_node: Rc<RefCell<VecDeque<Vec<u8>>>>,
+    /// What `sending` answers: datagrams still queued for a slow link.
+    busy: Rc<std::cell::Cell<bool>>,
 }
 
 impl Transport for Wire {
@@ -33,6 +35,9 @@ impl Transport for Wire {
         let d = self.to_node.borrow_mut().pop_front()?;
         buf[..d.len()].copy_from_slice(&d);
         Some(d.len())
+    }
+    fn sending(&mut self) -> bool {
+        self.busy.get()
     }
 }
 
@@ -273,4 +278,49 @@ fn hello_carries_mac_and_uptime_and_reboot_is_reported() {
     assert_eq!(node.poll(), Event::Idle);
     master.send(0x5150, &Message::Control(Command::Reboot));
     assert_eq!(node.poll(), Event::Reboot);
+}
+
+/// On a slow link the upload burst is still queued long after it was handed over: the node repeats
+/// its last chunk only once the queue has drained and the master has then stayed silent.
+#[test]
+fn the_upload_is_repeated_only_after_the_burst_has_left() {
+    let wire = Wire::default();
+    let clock = FakeClock::default();
+    let mut storage = Storage::new();
+    let config = NodeConfig::new(1);
+    let mut node: Node<'_, Lenet5, _, _, _> =
+        Node::new(config, KEY, wire.clone(), clock.clone(), CountingShard, storage.buffers(), 99);
+    let mut master = Script { wire: wire.clone(), sequence: 0 };
+    node.poll();
+    let Message::Hello(hello) = KEY.open(&master.sent_by_node()[0].1).unwrap().1 else { panic!() };
+    master.send(0, &Message::Assignment(assignment(hello.nonce)));
+    assert_eq!(node.poll(), Event::Joined);
+    let mut model = vec![0u8; model_len::<Lenet5>()];
+    encode_model::<Lenet5>(&vec![0; Lenet5::PARAMS], &vec![0; Lenet5::PARAMS], &mut model);
+    let out = Outgoing::new(upload_transfer(0), Content::Model, 0, &model);
+    for i in 0..out.chunks() {
+        master.send(0x5150, &Message::Chunk(out.chunk(i)));
+    }
+    assert!(matches!(node.poll(), Event::Computed { step: 0, .. }));
+    let burst = master.sent_by_node().len();
+    assert!(burst > 10, "the model's Ack and the gradient's chunks");
+
+    // The link is slow: the burst is still queued for ten resend periods. Nothing is repeated.
+    wire.busy.set(true);
+    for _ in 0..10 {
+        *clock.0.borrow_mut() += config.resend_us;
+        node.poll();
+    }
+    assert!(master.sent_by_node().is_empty(), "nothing repeated while the burst is queued");
+    // It has left: the timer starts now, and one resend period later the last chunk goes again.
+    wire.busy.set(false);
+    *clock.0.borrow_mut() += config.resend_us - 1;
+    node.poll();
+    assert!(master.sent_by_node().is_empty(), "not before a whole resend period of silence");
+    *clock.0.borrow_mut() += 1;
+    node.poll();
+    let repeated = master.sent_by_node();
+    assert_eq!(repeated.len(), 1);
+    let Message::Chunk(chunk) = KEY.open(&repeated[0].1).unwrap().1 else { panic!("a chunk") };
+    assert!(protocol::node::is_last(&chunk));
 }

@@ -48,6 +48,15 @@ struct PendingReboot {
     last: Instant,
 }
 
+/// Which missing chunks of an upload a Nack asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holes {
+    /// Every one (the last chunk has arrived, so the rest are lost).
+    All,
+    /// Those before the highest chunk received.
+    BeforeHighest,
+}
+
 /// What the master knows of one node.
 struct Peer {
     id: u16,
@@ -486,15 +495,23 @@ impl<N: Network> Master<N> {
                 && p.upload.current().is_some()
                 && now.duration_since(p.last_upload_chunk) >= self.config.nack_delay
             {
-                self.send_upload_nack(id);
+                // Holes only: a slow node may still be sending the rest of its burst, and asking
+                // for that too would only queue it twice. A lost tail shows when the node repeats
+                // its last chunk.
+                self.send_upload_nack(id, Holes::BeforeHighest);
                 self.peers[id as usize].last_upload_chunk = now;
             }
         }
     }
 
-    fn send_upload_nack(&mut self, id: u16) {
+    fn send_upload_nack(&mut self, id: u16, holes: Holes) {
         let mut scratch = [0u8; NACK_SPAN / 8];
-        if let Some(nack) = self.peers[id as usize].upload.nack(&mut scratch) {
+        let upload = &self.peers[id as usize].upload;
+        let nack = match holes {
+            Holes::All => upload.nack(&mut scratch),
+            Holes::BeforeHighest => upload.gaps(&mut scratch),
+        };
+        if let Some(nack) = nack {
             let (transfer, base, missing) = (nack.transfer, nack.base, nack.missing.to_vec());
             let token = self.peers[id as usize].token;
             self.send_to(id, token, &Message::Nack(Nack { transfer, base, missing: &missing }));
@@ -652,7 +669,7 @@ impl<N: Network> Master<N> {
             }
             Ok(Received::Progress) if is_last(chunk) && p.upload.received() > 1 => {
                 // The last piece came after others, but some before it did not: ask for them at once.
-                self.send_upload_nack(id);
+                self.send_upload_nack(id, Holes::All);
                 Ok(())
             }
             Ok(_) => Ok(()),
