@@ -1115,10 +1115,8 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
         let mut cluster = run.cluster_config(config.clone(), nodes, default_mode)?;
         if let Some(f) = &file {
             cluster.layout = f.layout();
-            cluster.external = Some(cluster::ExternalNodes {
-                listen: std::net::SocketAddr::from((f.master.address, f.master.port)),
-                key: f.key.0,
-            });
+            let listen = std::net::SocketAddr::from((f.master.address, f.master.port));
+            cluster.external = Some(cluster::ExternalNodes::listen(listen, f.key.0)?);
             cluster.join_timeout = seconds("--join-timeout", args.join_timeout)?;
             // A board computes a step of MxLenet in about a second; the rest is the network.
             if run.step_deadline.is_none() {

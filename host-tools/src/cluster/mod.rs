@@ -112,19 +112,27 @@ impl ClusterConfig {
     }
 }
 
-/// Where a master for nodes started elsewhere listens, and the key they hold.
+/// The socket a master for nodes started elsewhere listens on, and the key they hold.
 #[derive(Clone)]
 pub struct ExternalNodes {
-    /// The master's address and port as the cluster file gives them (the nodes send there).
-    pub listen: SocketAddr,
+    /// Bound to the master address and port of the cluster file (the nodes send there).
+    socket: Arc<UdpSocket>,
     /// The cluster key.
-    pub key: [u8; 32],
+    key: [u8; 32],
+}
+
+impl ExternalNodes {
+    /// Listens on `address` for nodes holding `key`.
+    pub fn listen(address: SocketAddr, key: [u8; 32]) -> Result<Self, ClusterError> {
+        let socket = udp_socket(address).map_err(|source| ClusterError::Listen { address, source })?;
+        Ok(ExternalNodes { socket: Arc::new(socket), key })
+    }
 }
 
 impl core::fmt::Debug for ExternalNodes {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // The key stays out of logs and error messages.
-        f.debug_struct("ExternalNodes").field("listen", &self.listen).finish_non_exhaustive()
+        f.debug_struct("ExternalNodes").field("socket", &self.socket).finish_non_exhaustive()
     }
 }
 
@@ -243,11 +251,7 @@ fn run<N: Network>(
     let train = config.train.training_set(data);
     let total = train.len() as u32;
     let (key_bytes, socket) = match &config.external {
-        Some(e) => {
-            let socket =
-                udp_socket(e.listen).map_err(|source| ClusterError::Listen { address: e.listen, source })?;
-            (e.key, socket)
-        }
+        Some(e) => (e.key, e.socket.try_clone().map_err(ClusterError::Socket)?),
         None => (rand::random(), local_socket().map_err(ClusterError::Socket)?),
     };
     let key = ClusterKey(key_bytes);
