@@ -208,9 +208,12 @@ pub fn self_test(eth: &mut Ethernet) {
     defmt::error!("net self-test: no frame within {=u64} ms", SELF_TEST_WAIT_MS);
 }
 
-/// The sockets' and buffers' storage, taken once.
+/// The sockets' storage, taken once.
 static NET_STORAGE: static_cell::ConstStaticCell<netstack::node::NetStorage<'static>> =
     static_cell::ConstStaticCell::new(netstack::node::NetStorage::EMPTY);
+/// The UDP socket's payload buffers (zeros: in `.bss`), taken once.
+static NET_BUFFERS: static_cell::ConstStaticCell<netstack::node::NetBuffers> =
+    static_cell::ConstStaticCell::new(netstack::node::NetBuffers::ZERO);
 
 /// The network stack over the Ethernet device.
 pub type Network = netstack::node::NodeNet<'static, Ethernet>;
@@ -252,7 +255,8 @@ pub fn interface(eth: Ethernet, net: &protocol::blob::NetSettings) -> Network {
         node_port: net.node_port,
         master: endpoint(net.master_address, net.master_port),
     };
-    let mut network = netstack::node::NodeNet::new(eth, &config, NET_STORAGE.take(), now_us);
+    let mut network =
+        netstack::node::NodeNet::new(eth, &config, NET_STORAGE.take(), NET_BUFFERS.take(), now_us);
     let start = now_us();
     while network.address().is_none() && now_us() - start < DHCP_WAIT_US {
         if let Some(netstack::node::NetEvent::Configured { address, router }) = network.poll() {

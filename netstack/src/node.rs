@@ -16,14 +16,14 @@ pub const UDP_PACKETS: usize = 256;
 /// Bytes each way: UDP_PACKETS full datagrams.
 pub const UDP_BYTES: usize = UDP_PACKETS * 1472;
 
-/// Storage for a [`NodeNet`]'s sockets and buffers: a `static` on the board (taken once, e.g.
-/// through a `ConstStaticCell`), leaked from the heap in tests.
+/// Storage for a [`NodeNet`]'s sockets and packet metadata: a `static` on the board (taken once,
+/// e.g. through a `ConstStaticCell`), leaked from the heap in tests. The payload bytes are apart, in
+/// [`NetBuffers`]: smoltcp's metadata initialiser is not all zeros, so a static holding both would
+/// be stored whole in the firmware image instead of in `.bss`.
 pub struct NetStorage<'s> {
     sockets: [SocketStorage<'s>; 2],
     rx_meta: [udp::PacketMetadata; UDP_PACKETS],
-    rx_data: [u8; UDP_BYTES],
     tx_meta: [udp::PacketMetadata; UDP_PACKETS],
-    tx_data: [u8; UDP_BYTES],
 }
 
 impl NetStorage<'_> {
@@ -31,10 +31,20 @@ impl NetStorage<'_> {
     pub const EMPTY: Self = NetStorage {
         sockets: [SocketStorage::EMPTY; 2],
         rx_meta: [udp::PacketMetadata::EMPTY; UDP_PACKETS],
-        rx_data: [0; UDP_BYTES],
         tx_meta: [udp::PacketMetadata::EMPTY; UDP_PACKETS],
-        tx_data: [0; UDP_BYTES],
     };
+}
+
+/// The UDP socket's payload buffers, each way: all zeros, so a `static` of them costs the image
+/// nothing.
+pub struct NetBuffers {
+    rx: [u8; UDP_BYTES],
+    tx: [u8; UDP_BYTES],
+}
+
+impl NetBuffers {
+    /// Zeroed buffers, usable in a `static` initialiser.
+    pub const ZERO: Self = NetBuffers { rx: [0; UDP_BYTES], tx: [0; UDP_BYTES] };
 }
 
 /// How the node gets its address.
@@ -90,9 +100,15 @@ pub struct NodeNet<'a, E: EthernetClass> {
 }
 
 impl<'a, E: EthernetClass> NodeNet<'a, E> {
-    /// Brings the interface up on `adapter` with `config`, its sockets in `storage`; `clock` gives
-    /// the time in microseconds (smoltcp's timers: ARP, DHCP).
-    pub fn new(adapter: E, config: &NetConfig, storage: &'a mut NetStorage<'a>, clock: fn() -> u64) -> Self {
+    /// Brings the interface up on `adapter` with `config`, its sockets in `storage` and `buffers`;
+    /// `clock` gives the time in microseconds (smoltcp's timers: ARP, DHCP).
+    pub fn new(
+        adapter: E,
+        config: &NetConfig,
+        storage: &'a mut NetStorage<'a>,
+        buffers: &'a mut NetBuffers,
+        clock: fn() -> u64,
+    ) -> Self {
         let now_us = clock();
         let mut device = EthernetDevice::new(adapter);
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
@@ -108,7 +124,8 @@ impl<'a, E: EthernetClass> NodeNet<'a, E> {
             0,
         ]);
         let mut iface = Interface::new(iface_config, &mut device, Instant::from_micros(now_us as i64));
-        let NetStorage { sockets, rx_meta, rx_data, tx_meta, tx_data } = storage;
+        let NetStorage { sockets, rx_meta, tx_meta } = storage;
+        let NetBuffers { rx: rx_data, tx: tx_data } = buffers;
         let mut sockets = SocketSet::new(&mut sockets[..]);
         let mut udp = udp::Socket::new(
             udp::PacketBuffer::new(&mut rx_meta[..], &mut rx_data[..]),
@@ -277,6 +294,10 @@ mod tests {
         Box::leak(Box::new(NetStorage::EMPTY))
     }
 
+    fn buffers() -> &'static mut NetBuffers {
+        Box::leak(Box::new(NetBuffers::ZERO))
+    }
+
     fn cidr(a: [u8; 4], prefix: u8) -> Ipv4Cidr {
         Ipv4Cidr::new(Ipv4Address::from(a), prefix)
     }
@@ -291,7 +312,7 @@ mod tests {
     ) -> NodeNet<'static, Cable> {
         let cable = Cable { mac, inbox: inbox.clone(), outbox: outbox.clone() };
         let config = NetConfig { mac, addressing, node_port: port, master };
-        NodeNet::new(cable, &config, storage(), now)
+        NodeNet::new(cable, &config, storage(), buffers(), now)
     }
 
     fn fixed(a: [u8; 4]) -> Addressing {
