@@ -207,3 +207,18 @@ pub fn plot(out: &Path, rows: &[ExperimentRow]) -> Result<Vec<std::path::PathBuf
     }
     Ok(vec![time_path, acc_path])
 }
+
+#[cfg(test)]
+mod tests {
+    /// A continued sweep rebuilds its finished rows from `results.json`: every epoch time must read
+    /// back as the very f64 that was written (serde_json's `float_roundtrip`; without it this value,
+    /// seen in a CI run, came back one unit in the last place off).
+    #[test]
+    fn epoch_times_read_back_exactly() {
+        for seconds in [3.7700572599999997_f64, 41.2472995597, 0.1 + 0.2, 1e-9, 12345.678901234567] {
+            let text = serde_json::to_string(&seconds).unwrap();
+            let back: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.to_bits(), seconds.to_bits(), "{text}");
+        }
+    }
+}
