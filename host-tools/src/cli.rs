@@ -1174,14 +1174,14 @@ fn train(args: TrainArgs) -> Result<(), CliError> {
 /// `pitrain node`: one node of a cluster file, simulated in this process.
 fn node(args: NodeArgs) -> Result<(), CliError> {
     let file = crate::cluster_file::ClusterFile::read(&args.cluster)?;
-    if file.placement(args.node).is_none() {
-        return Err(CliError::Unsupported(format!(
+    let placement = file.placement(args.node).ok_or_else(|| {
+        CliError::Unsupported(format!(
             "{} has no node {} (its nodes are {:?})",
             args.cluster.display(),
             args.node,
             file.node_ids()
-        )));
-    }
+        ))
+    })?;
     let threads = args.threads.unwrap_or(file.training.cores as usize);
     if threads == 0 {
         return Err(CliError::Unsupported("--threads must be at least 1".into()));
@@ -1201,7 +1201,7 @@ fn node(args: NodeArgs) -> Result<(), CliError> {
         file.master.address,
         file.master.port
     );
-    let counters = cluster::sim::run_file_node(&file, args.node, &train, threads, shutdown.clone())
+    let counters = cluster::sim::run_file_node(&file, &placement, &train, threads, shutdown.clone())
         .map_err(ClusterError::Socket)?;
     let how = if shutdown.load(std::sync::atomic::Ordering::Relaxed) {
         "interrupted"

@@ -567,8 +567,8 @@ impl<'a, N: Network, T: Transport, C: Clock, S: Shard> Node<'a, N, T, C, S> {
             self.rejoin();
             return;
         }
-        if self.upload.is_some() && self.transport.sending() {
-            if let Some(u) = self.upload.as_mut() {
+        if let Some(u) = self.upload.as_mut() {
+            if self.transport.sending() {
                 u.last_activity_us = now;
             }
         }

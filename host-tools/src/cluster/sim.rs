@@ -221,22 +221,19 @@ pub fn run_node<N: Network>(node: SimNode, mut shard: SimShard<N>) -> std::io::R
     }
 }
 
-/// Runs node `id` of a cluster file in this process, in place of its board: its shard of `train`
-/// (the training set after the file's limit), the file's master address and key, `threads`
-/// threads. Returns its counters when the master stops it or `shutdown` is set.
+/// Runs a cluster file's node in this process, in place of its board: `placement` (from
+/// [`ClusterFile::placement`](crate::cluster_file::ClusterFile::placement)) gives its shard of
+/// `train` (the training set after the file's limit) and its key; the file gives the master and the
+/// model. `threads` threads compute. Returns its counters when the master stops it or `shutdown`
+/// is set.
 pub fn run_file_node(
     file: &crate::cluster_file::ClusterFile,
-    id: u16,
+    placement: &crate::shard::NodePlacement,
     train: &Split,
     threads: usize,
     shutdown: Arc<AtomicBool>,
 ) -> std::io::Result<NodeCounters> {
-    let placement = file.placement(id).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("the cluster file has no node {id} (its nodes: {:?})", file.node_ids()),
-        )
-    })?;
+    let id = placement.node;
     let spec =
         ShardSpec { total: train.len() as u32, nodes: placement.nodes, index: id, layout: placement.layout };
     let node = SimNode {
@@ -288,8 +285,8 @@ enum Life<N: Network> {
 }
 
 /// One boot of a node: fresh buffers, socket and nonce.
-fn live<N: Network>(node: &SimNode, shard: SimShard<N>, kill: Option<KillPlan>) -> std::io::Result<Life<N>> {
-    let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, node.max_batch);
+fn live<N: Network>(sim: &SimNode, shard: SimShard<N>, kill: Option<KillPlan>) -> std::io::Result<Life<N>> {
+    let sizes = NodeBuffers::sizes::<N>(shard.spec().total as usize, sim.max_batch);
     let mut master_params = vec![0i32; sizes.params];
     let mut working = vec![0i16; sizes.params];
     let mut grads = vec![0i64; sizes.params];
@@ -313,26 +310,25 @@ fn live<N: Network>(node: &SimNode, shard: SimShard<N>, kill: Option<KillPlan>) 
         samples: &mut samples,
     };
     let faults = FaultConfig {
-        seed: node.faults.seed ^ ((node.id as u64 + 1) << 32) ^ rand::random::<u32>() as u64,
-        ..node.faults
+        seed: sim.faults.seed ^ ((sim.id as u64 + 1) << 32) ^ rand::random::<u32>() as u64,
+        ..sim.faults
     };
-    let transport = FaultyTransport::new(UdpTransport::connect(node.master)?, faults);
+    let transport = FaultyTransport::new(UdpTransport::connect(sim.master)?, faults);
     let config = NodeConfig {
         firmware_version: SIMULATOR_VERSION,
-        master_timeout_us: node.master_timeout.as_micros() as u64,
-        ..NodeConfig::new(node.id)
+        master_timeout_us: sim.master_timeout.as_micros() as u64,
+        ..NodeConfig::new(sim.id)
     };
-    let shutdown = &node.shutdown;
     let mut node: Node<'_, N, _, _, _> = Node::new(
         config,
-        node.key.clone(),
+        sim.key.clone(),
         transport,
         StdClock(Instant::now()),
         shard,
         buffers,
         rand::random(),
     );
-    while !shutdown.load(Ordering::Relaxed) {
+    while !sim.shutdown.load(Ordering::Relaxed) {
         match node.poll() {
             Event::Stopped => break,
             Event::Reboot => return Ok(Life::Rebooted(node.into_shard())),
