@@ -9,9 +9,12 @@
 use core::fmt::Debug;
 use core::ops::{Add, AddAssign};
 
+use crate::blocks::ConvNet;
 use crate::fixed::{self, ACT_FRAC, DELTA_FRAC, HYPER_FRAC, MASTER_FRAC, TANH_IN_FRAC};
+use crate::network::{ScratchMut, Weights};
 use crate::simd;
 use crate::tanh;
+use crate::train::BatchStats;
 
 /// SGD with momentum and weight decay, MXNet's form:
 /// `mom = momentum * mom - lr * (grad / batch) - lr * weight_decay * w;  w += mom`.
@@ -95,6 +98,42 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
 
     /// Converts the optimizer settings.
     fn sgd_constants(config: &SgdConfig) -> Self::Sgd;
+    /// Trains a network on samples, adding their gradients into `grads`: by default one sample at a
+    /// time through the generic layers; [`Fixed`] runs its matrix-product path ([`crate::fast`]).
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn accumulate_conv_net<'s, const D: usize>(
+        net: &ConvNet<D>,
+        weights: Weights<'_, Self>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        mut scratch: ScratchMut<'_, Self>,
+        grads: &mut [Self::Acc],
+    ) -> BatchStats {
+        let mut stats = BatchStats::default();
+        for (image, label) in samples {
+            let outcome = net.train_sample::<Self>(weights, image, label, scratch.reborrow(), grads);
+            stats.record(&outcome, label);
+        }
+        stats
+    }
+
+    /// Evaluates a network on samples (see [`Arith::accumulate_conv_net`]).
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn evaluate_conv_net<'s, const D: usize>(
+        net: &ConvNet<D>,
+        weights: Weights<'_, Self>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        mut scratch: ScratchMut<'_, Self>,
+    ) -> BatchStats {
+        let mut stats = BatchStats::default();
+        for (image, label) in samples {
+            let outcome = net.evaluate::<Self>(weights, image, label, scratch.reborrow());
+            stats.record(&outcome, label);
+        }
+        stats
+    }
+
     /// Applies one step to a tensor: `grads` are the batch sums in `grad_frac` fraction bits over
     /// `batch` samples; weight decay applies when `decay`.
     fn sgd_step(
@@ -186,6 +225,27 @@ impl Arith for Fixed {
     }
     fn val_from_f64(x: f64, frac: u32) -> i16 {
         fixed::saturate_i16(fixed::from_f64(x, frac))
+    }
+
+    #[allow(private_interfaces)]
+    fn accumulate_conv_net<'s, const D: usize>(
+        net: &ConvNet<D>,
+        weights: Weights<'_, Self>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        scratch: ScratchMut<'_, Self>,
+        grads: &mut [i64],
+    ) -> BatchStats {
+        crate::fast::accumulate(net, weights, samples, scratch, grads)
+    }
+
+    #[allow(private_interfaces)]
+    fn evaluate_conv_net<'s, const D: usize>(
+        net: &ConvNet<D>,
+        weights: Weights<'_, Self>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        scratch: ScratchMut<'_, Self>,
+    ) -> BatchStats {
+        crate::fast::evaluate(net, weights, samples, scratch)
     }
 
     fn sgd_constants(config: &SgdConfig) -> FixedSgd {

@@ -33,11 +33,6 @@ impl<'a, A: Arith> Carver<'a, A> {
     pub(crate) fn accs(&mut self, n: usize) -> &'a mut [A::Acc] {
         self.accs.take(n)
     }
-    pub(crate) fn finish(self) {
-        self.vals.finish();
-        self.accs.finish();
-        self.indices.finish();
-    }
 }
 
 /// Convolution, tanh, then 2x2 max-pool.
@@ -254,8 +249,8 @@ impl<const D: usize> ConvNet<D> {
         let mut c = Carver::new(scratch);
         let input = c.vals(self.side * self.side);
         let conv = [self.conv[0].carve(&mut c), self.conv[1].carve(&mut c)];
+        // The scratch is sized for the fast path too ([`crate::fast`]), so some may be left over.
         let dense = core::array::from_fn(|i| self.dense[i].carve(&mut c));
-        c.finish();
         ConvNetBuffers { input, conv, dense }
     }
 
@@ -326,7 +321,7 @@ macro_rules! conv_net_model {
             const NAME: &'static str = $name;
             const LAYERS: &'static [$crate::network::LayerSpec] = &$layers;
             const PARAMS: usize = $crate::network::param_count(&$layers);
-            const SCRATCH: $crate::network::ScratchSize = $net.scratch();
+            const SCRATCH: $crate::network::ScratchSize = $net.scratch().max($net.fast_scratch());
             const TRAIN_MACS: u64 = $net.train_macs();
 
             fn evaluate<A: $crate::Arith>(
@@ -336,6 +331,24 @@ macro_rules! conv_net_model {
                 scratch: $crate::network::ScratchMut<'_, A>,
             ) -> $crate::layers::SampleOutcome {
                 $net.evaluate(w, image, label, scratch)
+            }
+
+            fn accumulate<'s, A: $crate::Arith>(
+                w: $crate::network::Weights<'_, A>,
+                samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+                scratch: $crate::network::ScratchMut<'_, A>,
+                grads: &mut [A::Acc],
+            ) -> $crate::train::BatchStats {
+                assert_eq!(grads.len(), Self::PARAMS);
+                A::accumulate_conv_net(&$net, w, samples, scratch, grads)
+            }
+
+            fn evaluate_all<'s, A: $crate::Arith>(
+                w: $crate::network::Weights<'_, A>,
+                samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+                scratch: $crate::network::ScratchMut<'_, A>,
+            ) -> $crate::train::BatchStats {
+                A::evaluate_conv_net(&$net, w, samples, scratch)
             }
 
             fn train_sample<A: $crate::Arith>(

@@ -23,6 +23,7 @@
 
 pub mod arith;
 mod blocks;
+mod fast;
 pub mod fixed;
 #[cfg(feature = "alloc")]
 pub mod heap;

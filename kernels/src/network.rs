@@ -158,6 +158,21 @@ impl ScratchSize {
             indices: self.indices + other.indices,
         }
     }
+    /// Element-wise maximum: room for either of two uses.
+    pub const fn max(self, other: ScratchSize) -> ScratchSize {
+        const fn larger(a: usize, b: usize) -> usize {
+            if a > b {
+                a
+            } else {
+                b
+            }
+        }
+        ScratchSize {
+            vals: larger(self.vals, other.vals),
+            accs: larger(self.accs, other.accs),
+            indices: larger(self.indices, other.indices),
+        }
+    }
     /// Bytes these take in arithmetic `A`.
     pub const fn bytes<A: Arith>(self) -> usize {
         self.vals * core::mem::size_of::<A::Val>()
@@ -183,9 +198,9 @@ impl<'a, T> Carve<'a, T> {
         self.0 = tail;
         head
     }
-    /// Checks that everything was handed out (the declared size matches the use).
-    pub fn finish(self) {
-        assert!(self.0.is_empty(), "scratch space larger than the model uses");
+    /// Everything not handed out yet.
+    pub fn rest(self) -> &'a mut [T] {
+        self.0
     }
 }
 
@@ -210,6 +225,24 @@ pub trait Network: Copy + Default + Send + Sync + core::fmt::Debug + 'static {
         label: u8,
         scratch: ScratchMut<'_, A>,
     ) -> SampleOutcome;
+
+    /// Forward and backward passes on samples, adding their gradients into `grads` (length
+    /// `PARAMS`); what [`crate::train::accumulate`] runs. The same integers as calling
+    /// [`Network::train_sample`] on each, computed the fastest way the arithmetic has.
+    fn accumulate<'s, A: Arith>(
+        weights: Weights<'_, A>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        scratch: ScratchMut<'_, A>,
+        grads: &mut [A::Acc],
+    ) -> crate::train::BatchStats;
+
+    /// Forward passes on samples; what [`crate::train::evaluate`] runs (the same results as
+    /// [`Network::evaluate`] on each).
+    fn evaluate_all<'s, A: Arith>(
+        weights: Weights<'_, A>,
+        samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+        scratch: ScratchMut<'_, A>,
+    ) -> crate::train::BatchStats;
 
     /// Forward and backward pass on one sample; adds its gradient into `grads` (length `PARAMS`).
     fn train_sample<A: Arith>(

@@ -123,12 +123,7 @@ pub fn accumulate<'s, N: Network, A: Arith>(
     scratch: &mut ScratchMut<'_, A>,
     grads: &mut [A::Acc],
 ) -> BatchStats {
-    let mut stats = BatchStats::default();
-    for (image, label) in samples {
-        let outcome = N::train_sample::<A>(weights, image, label, scratch.reborrow(), grads);
-        stats.record(&outcome, label);
-    }
-    stats
+    N::accumulate::<A>(weights, samples, scratch.reborrow(), grads)
 }
 
 /// Evaluates a run of samples.
@@ -137,12 +132,7 @@ pub fn evaluate<'s, N: Network, A: Arith>(
     samples: impl IntoIterator<Item = (&'s [u8], u8)>,
     scratch: &mut ScratchMut<'_, A>,
 ) -> BatchStats {
-    let mut stats = BatchStats::default();
-    for (image, label) in samples {
-        let outcome = N::evaluate::<A>(weights, image, label, scratch.reborrow());
-        stats.record(&outcome, label);
-    }
-    stats
+    N::evaluate_all::<A>(weights, samples, scratch.reborrow())
 }
 
 impl<'a, A: Arith> ScratchMut<'a, A> {

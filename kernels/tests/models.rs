@@ -227,3 +227,48 @@ fn training_lowers_the_loss() {
     assert!(after.mean_loss() < 0.5 * before, "loss {before} -> {}", after.mean_loss());
     assert!(after.accuracy() > 0.9);
 }
+
+/// The fixed-point fast path (`accumulate`, matrix products over blocks of samples) against the
+/// per-sample definition (`Network::train_sample`): the same gradient integers, statistics and
+/// evaluation results, for a batch longer than one block, a short one, and weights scaled to the
+/// edge of their format (long sums far past `i32`, so every chunk boundary is exercised).
+fn fast_path_matches_per_sample_definition<N: Network>() {
+    let samples = synthetic_samples(61, 37);
+    for scale in [1i32, 8, 64] {
+        let mut m = Model::<N, Fixed>::new(3);
+        for w in m.master().iter_mut() {
+            *w = w.saturating_mul(scale);
+        }
+        m.refresh();
+        for batch in [&samples[..], &samples[..5]] {
+            let (fast, fast_stats) = m.gradient(batch);
+            let mut slow = vec![0i64; N::PARAMS];
+            let mut slow_stats = BatchStats::default();
+            for (image, label) in batch {
+                let (scratch, _) = m.core.split();
+                let outcome = N::train_sample::<Fixed>(m.model.weights(), image, *label, scratch, &mut slow);
+                slow_stats.record(&outcome, *label);
+            }
+            assert_eq!(fast_stats, slow_stats, "{} x{scale}: statistics", N::NAME);
+            let first_difference = fast.iter().zip(&slow).position(|(a, b)| a != b);
+            assert_eq!(first_difference, None, "{} x{scale}: gradients differ", N::NAME);
+            let (mut scratch, _) = m.core.split();
+            let fast_eval = kernels::train::evaluate::<N, Fixed>(
+                m.model.weights(),
+                batch.iter().map(|(i, l)| (i.as_slice(), *l)),
+                &mut scratch,
+            );
+            assert_eq!(fast_eval.loss_sum, slow_stats.loss_sum, "{} x{scale}: evaluation", N::NAME);
+        }
+    }
+}
+
+#[test]
+fn mxlenet_fast_path_matches_per_sample_definition() {
+    fast_path_matches_per_sample_definition::<MxLenet>();
+}
+
+#[test]
+fn lenet5_fast_path_matches_per_sample_definition() {
+    fast_path_matches_per_sample_definition::<Lenet5>();
+}

@@ -1,6 +1,6 @@
 //! Exact `i16 x i16 -> i64` dot products and multiply-accumulates, the inner loops of every layer.
 //!
-//! This is the only module with `unsafe` code: vector loads through raw pointers. Each platform path
+//! This module and its [`gather`] kernel hold the crate's only `unsafe` code: vector loads through raw pointers. Each platform path
 //! computes exactly the same integers as the portable scalar code; the tests compare them bit for bit.
 //!
 //! Exactness of the vector paths: every operand is in [-32767, 32767] (see [`crate::fixed`]), so one
@@ -15,6 +15,9 @@
 //! - anything else: the scalar code.
 
 #![allow(unsafe_code)]
+
+pub mod gather;
+pub mod schedule;
 
 /// Exact dot product of two equally long `i16` slices.
 #[inline]

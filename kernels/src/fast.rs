@@ -1,0 +1,510 @@
+//! The fixed-point training path the product runs: the same networks as [`crate::blocks`], computed
+//! as exact matrix products on the [`gather_axpy`] micro-kernel instead of per-sample dot products
+//! and `i64` multiply-accumulates. Every integer it produces is the one the generic per-sample code
+//! (the definition, still used for the f32 reference and in the tests) produces, so weight hashes do
+//! not depend on which path ran.
+//!
+//! What changes is the order of work:
+//! - **Once per call** (one core's share of a step), `prepare` transposes each dense layer's
+//!   weights (forward passes read columns of `W` as rows of `W^T`) and cuts every convolution
+//!   filter into the chunks of [`crate::simd::schedule`].
+//! - **Per sample**: convolutions as `pre[co][p] = sum_k W[co][k] * patch^T[k][p]` (terms: the
+//!   filter; rows: the transposed im2col matrix), dense layers as `pre = sum_i x[i] * W^T[i]` (terms:
+//!   the non-zero inputs), input gradients as sums of weight rows scaled by the non-zero deltas, and
+//!   convolution weight gradients as sums of patch rows scaled by the non-zero deltas (after
+//!   max-pooling, three in four are zero).
+//! - **Per block of up to [`BLOCK`] samples**: dense weight gradients as one product over the
+//!   block, `gW[j] += sum_s delta[s][j] * x[s]`, so their `i64` accumulators are read and written
+//!   once per block instead of once per sample.
+
+#![forbid(unsafe_code)]
+
+use crate::blocks::{load_image, ConvBlock, ConvNet, DenseBlock};
+use crate::fixed::INPUT_FRAC;
+use crate::layers::loss::evaluate_logits;
+use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
+use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
+use crate::simd::gather::{gather_axpy, Write};
+use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
+use crate::train::BatchStats;
+use crate::{Arith, Fixed};
+
+/// Samples whose dense weight gradients are summed in one pass.
+pub const BLOCK: usize = 16;
+
+/// The largest input pixel (Q1.14 of 255): the row bound of the first convolution's patches.
+const PIXEL_LIMIT: u32 = 1 << INPUT_FRAC;
+
+/// Row bound of a layer's input: pixels for the first layer, activations after it.
+const fn input_limit(input_frac: u32) -> u32 {
+    if input_frac == INPUT_FRAC {
+        PIXEL_LIMIT
+    } else {
+        VALUE_LIMIT
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+impl<const D: usize> ConvNet<D> {
+    /// Scratch of the fast path (see [`ConvNet::scratch`] for the generic one).
+    pub(crate) const fn fast_scratch(&self) -> ScratchSize {
+        let mut vals = self.side * self.side;
+        let mut accs = 0;
+        let mut indices = 0;
+        let mut terms = 0;
+        let mut i = 0;
+        while i < 2 {
+            let c = &self.conv[i].conv;
+            let pooled = self.conv[i].pool().output_len();
+            // patches both ways, activations, pooled output, deltas
+            vals += 2 * c.patches_len() + c.output_len() + pooled + c.output_len();
+            // pre-activations, pooled and output gradients, one patch row of input gradient
+            accs += c.output_len() + pooled + c.output_len() + c.patch_len();
+            // argmax, per-filter chunk ends and their counts, forward row offsets
+            indices += pooled + c.weight_len() + c.out_ch + c.patch_len();
+            terms = max(terms, max(c.positions(), max(c.out_ch, c.patch_len())));
+            i += 1;
+        }
+        i = 0;
+        while i < D {
+            let d = &self.dense[i].dense;
+            // W^T, the block's inputs and deltas, this sample's activations
+            vals += d.weight_len() + BLOCK * d.inputs + BLOCK * d.outputs + d.outputs;
+            // pre-activations and output gradients
+            accs += 2 * d.outputs;
+            terms = max(terms, max(d.inputs, d.outputs));
+            i += 1;
+        }
+        terms = max(terms, BLOCK);
+        // one term list: offsets and chunk ends (indices), coefficients (vals)
+        ScratchSize { vals: vals + terms, accs, indices: indices + 2 * terms }
+    }
+}
+
+/// A term list being built: row offsets, coefficients and chunk ends.
+struct Terms<'a> {
+    offsets: &'a mut [u32],
+    coeffs: &'a mut [i16],
+    ends: &'a mut [u32],
+    len: usize,
+    chunks: usize,
+}
+
+impl<'a> Terms<'a> {
+    fn clear(&mut self) {
+        self.len = 0;
+        self.chunks = 0;
+    }
+    /// Adds `coeff * rows[offset..]` unless the coefficient is zero.
+    #[inline]
+    fn push(&mut self, offset: usize, coeff: i16) {
+        if coeff != 0 {
+            self.offsets[self.len] = offset as u32;
+            self.coeffs[self.len] = coeff;
+            self.len += 1;
+        }
+    }
+    /// Cuts the list for rows bounded by `row_bound`.
+    fn schedule(&mut self, row_bound: u32) {
+        self.chunks = chunk_ends(&self.coeffs[..self.len], row_bound, self.ends);
+    }
+    /// `out (=|+=) sum of the terms` over `rows`.
+    fn apply(&self, out: &mut [i64], write: Write, rows: &[i16]) {
+        gather_axpy(
+            out,
+            write,
+            rows,
+            &self.offsets[..self.len],
+            &self.coeffs[..self.len],
+            &self.ends[..self.chunks],
+        );
+    }
+}
+
+/// A convolution block's buffers on the fast path.
+struct ConvSpace<'a> {
+    patches_t: &'a mut [i16],
+    patches: &'a mut [i16],
+    pre: &'a mut [i64],
+    act: &'a mut [i16],
+    pooled: &'a mut [i16],
+    argmax: &'a mut [u32],
+    grad_pooled: &'a mut [i64],
+    grad_act: &'a mut [i64],
+    delta: &'a mut [i16],
+    patch_grad: &'a mut [i64],
+    /// Chunk ends of each filter (forward), `patch_len` slots per filter, and their counts.
+    filter_ends: &'a mut [u32],
+    filter_chunks: &'a mut [u32],
+    /// `k * positions`: the rows of the transposed patch matrix.
+    row_offsets: &'a mut [u32],
+}
+
+/// A dense block's buffers on the fast path.
+struct DenseSpace<'a> {
+    weights_t: &'a mut [i16],
+    /// `BLOCK` rows of this layer's inputs.
+    inputs: &'a mut [i16],
+    /// `BLOCK` rows of this layer's deltas.
+    deltas: &'a mut [i16],
+    pre: &'a mut [i64],
+    act: &'a mut [i16],
+    grad_out: &'a mut [i64],
+    /// Largest working weight (row bound of `W` and `W^T`).
+    weight_limit: u32,
+}
+
+struct Space<'a, const D: usize> {
+    input: &'a mut [i16],
+    conv: [ConvSpace<'a>; 2],
+    dense: [DenseSpace<'a>; D],
+    terms: Terms<'a>,
+}
+
+fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -> Space<'a, D> {
+    let mut vals = Carve::new(scratch.vals);
+    let mut accs = Carve::new(scratch.accs);
+    let mut indices = Carve::new(scratch.indices);
+    let input = vals.take(net.side * net.side);
+    let mut conv_space = |b: &ConvBlock| {
+        let c = &b.conv;
+        let pooled = b.pool().output_len();
+        ConvSpace {
+            patches_t: vals.take(c.patches_len()),
+            patches: vals.take(c.patches_len()),
+            pre: accs.take(c.output_len()),
+            act: vals.take(c.output_len()),
+            pooled: vals.take(pooled),
+            argmax: indices.take(pooled),
+            grad_pooled: accs.take(pooled),
+            grad_act: accs.take(c.output_len()),
+            delta: vals.take(c.output_len()),
+            patch_grad: accs.take(c.patch_len()),
+            filter_ends: indices.take(c.weight_len()),
+            filter_chunks: indices.take(c.out_ch),
+            row_offsets: indices.take(c.patch_len()),
+        }
+    };
+    let conv = [conv_space(&net.conv[0]), conv_space(&net.conv[1])];
+    let dense = core::array::from_fn(|i| {
+        let d = &net.dense[i].dense;
+        DenseSpace {
+            weights_t: vals.take(d.weight_len()),
+            inputs: vals.take(BLOCK * d.inputs),
+            deltas: vals.take(BLOCK * d.outputs),
+            pre: accs.take(d.outputs),
+            act: vals.take(d.outputs),
+            grad_out: accs.take(d.outputs),
+            weight_limit: 0,
+        }
+    });
+    // The rest is the term list (the scratch may be larger than the fast path needs: it is sized
+    // for the generic path too).
+    let rest_indices = indices.rest();
+    let (offsets, ends) = rest_indices.split_at_mut(rest_indices.len() / 2);
+    let terms = Terms { offsets, coeffs: vals.rest(), ends, len: 0, chunks: 0 };
+    Space { input, conv, dense, terms }
+}
+
+/// Once per call: transposed dense weights, their bounds, and the forward chunks of every filter.
+fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut Space<'_, D>) {
+    for (block, c) in net.conv.iter().zip(space.conv.iter_mut()) {
+        let k_len = block.conv.patch_len();
+        let positions = block.conv.positions();
+        for (k, o) in c.row_offsets.iter_mut().enumerate() {
+            *o = (k * positions) as u32;
+        }
+        let limit = input_limit(block.spec.input_frac);
+        let filters = block.spec.weights(w.working).chunks_exact(k_len);
+        for ((filter, ends), chunks) in
+            filters.zip(c.filter_ends.chunks_exact_mut(k_len)).zip(c.filter_chunks.iter_mut())
+        {
+            *chunks = chunk_ends(filter, limit, ends) as u32;
+        }
+    }
+    for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
+        let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
+        let weights = block.spec.weights(w.working);
+        for (j, row) in weights.chunks_exact(inputs).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                d.weights_t[i * outputs + j] = v;
+            }
+        }
+        d.weight_limit = max_abs(weights);
+    }
+}
+
+/// `patches_t[k][p]`: the transposed im2col matrix, one row per filter tap.
+fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
+    let c = &block.conv;
+    let (out_h, out_w) = (c.out_h(), c.out_w());
+    let mut rows = patches_t.chunks_exact_mut(c.positions());
+    for ci in 0..c.in_ch {
+        for ky in 0..crate::layers::conv::KERNEL {
+            for kx in 0..crate::layers::conv::KERNEL {
+                let row = rows.next().expect("one row per tap");
+                for oy in 0..out_h {
+                    let src = (ci * c.in_h + oy + ky) * c.in_w + kx;
+                    row[oy * out_w..][..out_w].copy_from_slice(&input[src..src + out_w]);
+                }
+            }
+        }
+    }
+}
+
+fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut ConvSpace<'_>) {
+    let s = block.spec;
+    let conv = &block.conv;
+    im2col_t(block, input, c.patches_t);
+    conv.im2col(input, c.patches);
+    let (k_len, positions) = (conv.patch_len(), conv.positions());
+    let filters = s.weights(w.working).chunks_exact(k_len);
+    let biases = s.biases(w.master);
+    for (co, ((filter, &bias), pre)) in filters.zip(biases).zip(c.pre.chunks_exact_mut(positions)).enumerate()
+    {
+        let ends = &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
+        gather_axpy(pre, Write::Set, c.patches_t, c.row_offsets, filter, ends);
+        let bias = Fixed::bias(bias, s.acc_frac());
+        for p in pre.iter_mut() {
+            *p += bias;
+        }
+    }
+    tanh_forward::<Fixed>(c.pre, s.acc_frac(), c.act);
+    block.pool().forward(c.act, c.pooled, c.argmax);
+}
+
+/// `pre = W x + b` for one sample, from the rows of `W^T` picked by the non-zero inputs.
+fn dense_pre(
+    block: &DenseBlock,
+    w: Weights<'_, Fixed>,
+    weights_t: &[i16],
+    weight_limit: u32,
+    x: &[i16],
+    pre: &mut [i64],
+    terms: &mut Terms<'_>,
+) {
+    let outputs = block.dense.outputs;
+    terms.clear();
+    for (i, &v) in x.iter().enumerate() {
+        terms.push(i * outputs, v);
+    }
+    terms.schedule(weight_limit);
+    terms.apply(pre, Write::Set, weights_t);
+    let s = block.spec;
+    for (p, &b) in pre.iter_mut().zip(s.biases(w.master)) {
+        *p += Fixed::bias(b, s.acc_frac());
+    }
+}
+
+/// Forward pass of the image in `space.input` as sample `slot` of the block: each dense layer's
+/// input is stored in its block rows; the logits are left in the last layer's `pre`.
+fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut Space<'_, D>, slot: usize) {
+    let [c0, c1] = &mut space.conv;
+    conv_forward(&net.conv[0], w, space.input, c0);
+    conv_forward(&net.conv[1], w, c0.pooled, c1);
+    for i in 0..D {
+        let block = &net.dense[i];
+        let inputs = block.dense.inputs;
+        let (before, from_here) = space.dense.split_at_mut(i);
+        let DenseSpace { weights_t, inputs: rows, pre, act, weight_limit, .. } = &mut from_here[0];
+        let x = &mut rows[slot * inputs..][..inputs];
+        match before.last() {
+            Some(previous) => x.copy_from_slice(previous.act),
+            None => x.copy_from_slice(c1.pooled),
+        }
+        dense_pre(block, w, weights_t, *weight_limit, x, pre, &mut space.terms);
+        if block.tanh {
+            tanh_forward::<Fixed>(pre, block.spec.acc_frac(), act);
+        }
+    }
+}
+
+/// Convolution backward from `grad_pooled` (in `grad_frac` fraction bits): weight and bias
+/// gradients into `grads`, and the input gradient into `grad_input` when there is one.
+fn conv_backward(
+    block: &ConvBlock,
+    w: Weights<'_, Fixed>,
+    c: &mut ConvSpace<'_>,
+    grad_frac: u32,
+    grads: &mut [i64],
+    grad_input: Option<&mut [i64]>,
+    terms: &mut Terms<'_>,
+) -> u32 {
+    let s = block.spec;
+    let conv = &block.conv;
+    block.pool().backward(c.grad_pooled, c.argmax, c.grad_act);
+    tanh_backward::<Fixed>(c.grad_act, grad_frac, c.act, c.delta);
+    let (k_len, positions) = (conv.patch_len(), conv.positions());
+    let (grad_w, grad_b) = s.params_mut(grads);
+    let patch_limit = input_limit(s.input_frac);
+    for ((d_ch, g_filter), g_b) in
+        c.delta.chunks_exact(positions).zip(grad_w.chunks_exact_mut(k_len)).zip(grad_b)
+    {
+        terms.clear();
+        for (p, &d) in d_ch.iter().enumerate() {
+            terms.push(p * k_len, d);
+            *g_b += d as i64;
+        }
+        terms.schedule(patch_limit);
+        terms.apply(g_filter, Write::Add, c.patches);
+    }
+    if let Some(grad_in) = grad_input {
+        let weights = s.weights(w.working);
+        let weight_limit = max_abs(weights);
+        grad_in.fill(0);
+        for p in 0..positions {
+            terms.clear();
+            for co in 0..conv.out_ch {
+                terms.push(co * k_len, c.delta[co * positions + p]);
+            }
+            if terms.len == 0 {
+                continue;
+            }
+            terms.schedule(weight_limit);
+            terms.apply(c.patch_grad, Write::Set, weights);
+            col2im_add(block, p, c.patch_grad, grad_in);
+        }
+    }
+    s.input_grad_frac()
+}
+
+/// Adds patch `p`'s gradient row into the input gradient at the patch's window.
+fn col2im_add(block: &ConvBlock, p: usize, patch_grad: &[i64], grad_in: &mut [i64]) {
+    use crate::layers::conv::KERNEL;
+    let c = &block.conv;
+    let (oy, ox) = (p / c.out_w(), p % c.out_w());
+    for (tap_rows, ci) in patch_grad.chunks_exact(KERNEL * KERNEL).zip(0..c.in_ch) {
+        for (ky, row) in tap_rows.chunks_exact(KERNEL).enumerate() {
+            let dst = &mut grad_in[(ci * c.in_h + oy + ky) * c.in_w + ox..][..KERNEL];
+            for (g, &v) in dst.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+    }
+}
+
+/// Backward pass of sample `slot`, whose output delta is already in the last layer's block row:
+/// dense deltas into their block rows (their weight gradients wait for [`flush`]), convolution
+/// gradients into `grads`.
+fn backward<const D: usize>(
+    net: &ConvNet<D>,
+    w: Weights<'_, Fixed>,
+    space: &mut Space<'_, D>,
+    slot: usize,
+    grads: &mut [i64],
+) {
+    let [c0, c1] = &mut space.conv;
+    let mut frac = 0;
+    for i in (0..D).rev() {
+        let block = &net.dense[i];
+        let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
+        let (before, from_here) = space.dense.split_at_mut(i);
+        let d = &mut from_here[0];
+        let delta = &mut d.deltas[slot * outputs..][..outputs];
+        if block.tanh {
+            tanh_backward::<Fixed>(d.grad_out, frac, d.act, delta);
+        }
+        let grad_input: &mut [i64] = match before.last_mut() {
+            Some(previous) => previous.grad_out,
+            None => c1.grad_pooled,
+        };
+        let terms = &mut space.terms;
+        terms.clear();
+        for (j, &v) in delta.iter().enumerate() {
+            terms.push(j * inputs, v);
+        }
+        if terms.len == 0 {
+            grad_input.fill(0);
+        } else {
+            terms.schedule(d.weight_limit);
+            terms.apply(grad_input, Write::Set, block.spec.weights(w.working));
+        }
+        frac = block.spec.input_grad_frac();
+    }
+    frac = conv_backward(&net.conv[1], w, c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
+    conv_backward(&net.conv[0], w, c0, frac, grads, None, &mut space.terms);
+}
+
+/// The dense weight and bias gradients of the block's first `samples` samples, added into `grads`.
+fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: usize, grads: &mut [i64]) {
+    for (block, d) in net.dense.iter().zip(space.dense.iter()) {
+        let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
+        let (grad_w, grad_b) = block.spec.params_mut(grads);
+        let rows = &d.inputs[..samples * inputs];
+        for (j, (g_row, g_b)) in grad_w.chunks_exact_mut(inputs).zip(grad_b).enumerate() {
+            let terms = &mut space.terms;
+            terms.clear();
+            for s in 0..samples {
+                let delta = d.deltas[s * outputs + j];
+                terms.push(s * inputs, delta);
+                *g_b += delta as i64;
+            }
+            if terms.len > 0 {
+                terms.schedule(VALUE_LIMIT);
+                terms.apply(g_row, Write::Add, rows);
+            }
+        }
+    }
+}
+
+/// [`crate::train::accumulate`] on the fast path.
+pub(crate) fn accumulate<'s, const D: usize>(
+    net: &ConvNet<D>,
+    w: Weights<'_, Fixed>,
+    samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+    scratch: ScratchMut<'_, Fixed>,
+    grads: &mut [i64],
+) -> BatchStats {
+    let mut space = carve(net, scratch);
+    prepare(net, w, &mut space);
+    let mut stats = BatchStats::default();
+    let logits_frac = net.dense[D - 1].spec.acc_frac();
+    let last_outputs = net.dense[D - 1].dense.outputs;
+    let mut slot = 0;
+    for (image, label) in samples {
+        load_image::<Fixed>(image, net.side, space.input);
+        forward(net, w, &mut space, slot);
+        let out = &mut space.dense[D - 1];
+        let delta = &mut out.deltas[slot * last_outputs..][..last_outputs];
+        let outcome = softmax_cross_entropy::<Fixed>(out.pre, logits_frac, label as usize, delta);
+        stats.record(&outcome, label);
+        backward(net, w, &mut space, slot, grads);
+        slot += 1;
+        if slot == BLOCK {
+            flush(net, &mut space, slot, grads);
+            slot = 0;
+        }
+    }
+    if slot > 0 {
+        flush(net, &mut space, slot, grads);
+    }
+    stats
+}
+
+/// [`crate::train::evaluate`] on the fast path.
+pub(crate) fn evaluate<'s, const D: usize>(
+    net: &ConvNet<D>,
+    w: Weights<'_, Fixed>,
+    samples: impl IntoIterator<Item = (&'s [u8], u8)>,
+    scratch: ScratchMut<'_, Fixed>,
+) -> BatchStats {
+    let mut space = carve(net, scratch);
+    prepare(net, w, &mut space);
+    let mut stats = BatchStats::default();
+    let logits_frac = net.dense[D - 1].spec.acc_frac();
+    for (image, label) in samples {
+        load_image::<Fixed>(image, net.side, space.input);
+        forward(net, w, &mut space, 0);
+        let outcome: SampleOutcome =
+            evaluate_logits::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize);
+        stats.record(&outcome, label);
+    }
+    stats
+}

@@ -1,0 +1,83 @@
+//! When a narrow (`i32`) accumulator must be widened: the overflow proof of [`super::gather`].
+//!
+//! A term list `c_0 * row_0 + c_1 * row_1 + ...` is cut into *chunks*. Within a chunk every output
+//! column is accumulated in `i32` lanes; at the end of a chunk the lanes are added into `i64` and
+//! cleared.
+//!
+//! **Why no lane can overflow.** Whatever the vector width, a lane of column `j` only ever holds a
+//! sum of some of the chunk's products `c_t * row_t[j]` (one product per term on NEON; a pair of
+//! neighbouring terms' products on x86's `pmaddwd`). Its magnitude is therefore at most
+//! `sum over the chunk of |c_t| * |row_t[j]| <= sum over the chunk of |c_t| * R`, where `R` is a
+//! proven bound on every value of every row (the *row bound*). The builder below closes a chunk
+//! before that sum would pass [`LANE_LIMIT`] = `i32::MAX`. One term alone is always within the limit:
+//! every `i16` value of this crate is in [-32767, 32767] (see [`crate::fixed`]) and a row bound is
+//! at most 32767, so `|c_t| * R <= 32767^2 < 2^31`. The result is exact for any input; small values
+//! give long chunks (few widenings), extreme ones short chunks.
+//!
+//! Row bounds come from the number formats (activations and deltas are saturated to 32767, input
+//! pixels are at most 16384) or from a measured maximum (a layer's largest working weight).
+
+/// The largest magnitude an `i32` lane may reach.
+pub const LANE_LIMIT: u64 = i32::MAX as u64;
+
+/// The largest magnitude of any stored `i16` value (the symmetric range of [`crate::fixed`]).
+pub const VALUE_LIMIT: u32 = crate::fixed::I16_LIMIT as u32;
+
+/// Cuts `coeffs` into chunks for rows bounded by `row_bound`, writing each chunk's end (exclusive,
+/// increasing, the last one `coeffs.len()`) into `ends`; returns how many chunks there are. `ends`
+/// needs room for `coeffs.len()` entries (the worst case: one term per chunk); an empty list has
+/// no chunk.
+pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
+    debug_assert!(row_bound <= VALUE_LIMIT);
+    let mut chunks = 0;
+    let mut sum = 0u64;
+    for (t, &c) in coeffs.iter().enumerate() {
+        let term = c.unsigned_abs() as u64 * row_bound as u64;
+        if sum + term > LANE_LIMIT {
+            ends[chunks] = t as u32;
+            chunks += 1;
+            sum = 0;
+        }
+        sum += term;
+    }
+    if !coeffs.is_empty() {
+        ends[chunks] = coeffs.len() as u32;
+        chunks += 1;
+    }
+    chunks
+}
+
+/// The largest magnitude in `values` (0 for none).
+pub fn max_abs(values: &[i16]) -> u32 {
+    values.iter().map(|v| v.unsigned_abs() as u32).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_values_make_one_chunk() {
+        let mut ends = [0u32; 8];
+        assert_eq!(chunk_ends(&[1, -2, 3, 4], 32767, &mut ends), 1);
+        assert_eq!(ends[0], 4);
+        assert_eq!(chunk_ends(&[], 32767, &mut ends), 0);
+    }
+
+    #[test]
+    fn extremes_cut_after_every_second_term() {
+        // 32767^2 * 2 < 2^31 - 1 < 32767^2 * 3.
+        let mut ends = [0u32; 8];
+        let n = chunk_ends(&[-32767; 7], 32767, &mut ends);
+        assert_eq!(&ends[..n], &[2, 4, 6, 7]);
+    }
+
+    #[test]
+    fn a_chunk_stops_exactly_at_the_limit() {
+        // 65_538 * 32767 = 2^31 - 2 fits, 65_539 * 32767 = 2^31 + 32765 does not.
+        let coeffs = [1i16; 70_000];
+        let mut ends = [0u32; 70_000];
+        let n = chunk_ends(&coeffs, 32767, &mut ends);
+        assert_eq!(&ends[..n], &[65_538, 70_000]);
+    }
+}
