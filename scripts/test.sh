@@ -33,11 +33,15 @@ else
     echo "skipped: install qemu-user and gcc-aarch64-linux-gnu to run them (.ci/run does)"
 fi
 
+echo "== kernels' profile counters (feature profile, which the firmware benchmark builds)"
+run_tests -p kernels --features profile --lib profile
+
 echo "== benchmarks compile (they measure, so they are run by hand: see README)"
 cargo check -p kernels -p host-tools --benches
 
 echo "== firmware build (aarch64-unknown-none), with the no_std crates it uses"
 cargo build -p firmware -p protocol -p usb -p netstack --target aarch64-unknown-none --release
+cargo check -p firmware --target aarch64-unknown-none --release --features profile
 
 # One closing line for the whole run.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"

@@ -56,7 +56,8 @@ pub enum TrainError {
 pub struct TrainSummary {
     /// Samples trained (all epochs).
     pub samples: u64,
-    /// PMU cycle-counter ticks spent training (instructions under QEMU -icount).
+    /// PMU cycle-counter ticks spent in the training steps (instructions under QEMU -icount); the
+    /// epochs' shuffles and logged weight hashes are left out.
     pub instructions: u64,
     /// Final weight hash.
     pub weight_hash: u64,
@@ -99,6 +100,7 @@ pub fn batch_gradient<N: Network, const P: usize, const V: usize, const C: usize
         let samples = share.iter().map(|&i| blob.sample(i as usize));
         *core_stats[core].lock() = accumulate::<N, Fixed>(weights, samples, &mut scratch, grads);
     });
+    let _t = kernels::profile::span(kernels::profile::Slot::Reduce);
     let mut sum = core_states[0].lock();
     for other in core_states.iter().take(cores).skip(1) {
         for (a, &b) in sum.grads.iter_mut().zip(other.lock().grads.iter()) {
@@ -128,10 +130,17 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
     momentum.fill(Fixed::ZERO_PARAM);
     refresh_working::<N, Fixed>(master, working);
     pmu::start_cycle_counter();
+    kernels::profile::install(pmu::cycles);
+    let _ = kernels::profile::take();
     let mut samples = 0;
     let mut per_core = [0; CORES];
+    // Instructions outside the steps (each epoch's shuffle, hash and log line) are not counted:
+    // per sample they vanish on a real shard, but not on a benchmark's short one.
+    let mut outside_steps = 0;
     for epoch in 0..settings.epochs {
+        let outside = pmu::cycles();
         epoch_order(settings.seed, epoch, order);
+        outside_steps += pmu::cycles() - outside;
         let mut stats = BatchStats::default();
         for batch in order.chunks(settings.batch as usize) {
             let per_core_stats =
@@ -145,6 +154,7 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
             apply_update::<N, Fixed>(&sgd, master, momentum, working, &sum.grads, batch.len() as u32);
         }
         samples += stats.samples;
+        let outside = pmu::cycles();
         defmt::info!(
             "epoch {=u32}: loss {=f64} accuracy {=u64}/{=u64} weights {=u64:016x}",
             epoch + 1,
@@ -153,7 +163,37 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
             stats.samples,
             weight_hash::<Fixed>(&model.master)
         );
+        outside_steps += pmu::cycles() - outside;
     }
-    let instructions = pmu::cycles();
+    let instructions = pmu::cycles() - outside_steps;
+    log_profile::<N>(samples);
     TrainSummary { samples, instructions, weight_hash: weight_hash::<Fixed>(&model.master), per_core }
+}
+
+/// With the `profile` feature: instructions per sample of every layer and phase, the rest of the
+/// step, and each layer's gradient-accumulator bytes per sample (see [`kernels::profile`]).
+fn log_profile<N: Network>(samples: u64) {
+    use kernels::profile::{take, Phase, Slot, ENABLED};
+    if !ENABLED || samples == 0 {
+        return;
+    }
+    let report = take();
+    for (i, layer) in N::LAYERS.iter().enumerate() {
+        let phase = |p| report.ticks(Slot::Layer(i, p)) / samples;
+        defmt::info!(
+            "profile {=str}: forward {=u64} weight-gradient {=u64} input-gradient {=u64} traffic {=u64}",
+            layer.name,
+            phase(Phase::Forward),
+            phase(Phase::WeightGradient),
+            phase(Phase::InputGradient),
+            report.traffic(i) / samples
+        );
+    }
+    defmt::info!(
+        "profile step: prepare {=u64} loss {=u64} update {=u64} reduce {=u64}",
+        report.ticks(Slot::Prepare) / samples,
+        report.ticks(Slot::Loss) / samples,
+        report.ticks(Slot::Update) / samples,
+        report.ticks(Slot::Reduce) / samples
+    );
 }

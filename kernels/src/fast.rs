@@ -24,13 +24,15 @@ use crate::fixed::INPUT_FRAC;
 use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
+use crate::profile::{self, span, Phase, Slot};
+use crate::simd::copy_i16;
 use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
 use crate::train::BatchStats;
 use crate::{Arith, Fixed};
 
 /// Samples whose dense weight gradients are summed in one pass.
-pub const BLOCK: usize = 16;
+pub const BLOCK: usize = 64;
 
 /// The largest input pixel (Q1.14 of 255): the row bound of the first convolution's patches.
 const PIXEL_LIMIT: u32 = 1 << INPUT_FRAC;
@@ -145,6 +147,8 @@ struct ConvSpace<'a> {
     filter_chunks: &'a mut [u32],
     /// `k * positions`: the rows of the transposed patch matrix.
     row_offsets: &'a mut [u32],
+    /// Largest working weight (row bound of the filters in the input gradient).
+    weight_limit: u32,
 }
 
 /// A dense block's buffers on the fast path.
@@ -190,6 +194,7 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             filter_ends: indices.take(c.weight_len()),
             filter_chunks: indices.take(c.out_ch),
             row_offsets: indices.take(c.patch_len()),
+            weight_limit: 0,
         }
     };
     let conv = [conv_space(&net.conv[0]), conv_space(&net.conv[1])];
@@ -222,6 +227,7 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
             *o = (k * positions) as u32;
         }
         let limit = input_limit(block.spec.input_frac);
+        c.weight_limit = max_abs(block.spec.weights(w.working));
         let filters = block.spec.weights(w.working).chunks_exact(k_len);
         for ((filter, ends), chunks) in
             filters.zip(c.filter_ends.chunks_exact_mut(k_len)).zip(c.filter_chunks.iter_mut())
@@ -230,14 +236,27 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
         }
     }
     for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
-        let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
+        let inputs = block.dense.inputs;
         let weights = block.spec.weights(w.working);
-        for (j, row) in weights.chunks_exact(inputs).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                d.weights_t[i * outputs + j] = v;
+        transpose(weights, inputs, d.weights_t);
+        d.weight_limit = max_abs(weights);
+    }
+}
+
+/// `to[i][j] = from[j][i]` for `from` with rows of `columns` values, in 8 x 8 blocks so that both
+/// sides stay in few cache lines.
+fn transpose(from: &[i16], columns: usize, to: &mut [i16]) {
+    const B: usize = 8;
+    let rows = from.len() / columns;
+    for j0 in (0..rows).step_by(B) {
+        for i0 in (0..columns).step_by(B) {
+            for j in j0..(j0 + B).min(rows) {
+                let src = &from[j * columns..][i0..(i0 + B).min(columns)];
+                for (i, &v) in (i0..).zip(src) {
+                    to[i * rows + j] = v;
+                }
             }
         }
-        d.weight_limit = max_abs(weights);
     }
 }
 
@@ -252,8 +271,27 @@ fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
                 let row = rows.next().expect("one row per tap");
                 for oy in 0..out_h {
                     let src = (ci * c.in_h + oy + ky) * c.in_w + kx;
-                    row[oy * out_w..][..out_w].copy_from_slice(&input[src..src + out_w]);
+                    copy_i16(&mut row[oy * out_w..][..out_w], &input[src..src + out_w]);
                 }
+            }
+        }
+    }
+}
+
+/// `patches[p][k]`: the im2col matrix, one row per output position (the same matrix as
+/// [`crate::layers::Conv5x5::im2col`], with fixed-size copies instead of `memcpy` calls).
+fn im2col(block: &ConvBlock, input: &[i16], patches: &mut [i16]) {
+    use crate::layers::conv::KERNEL;
+    let c = &block.conv;
+    let out_w = c.out_w();
+    for (p, row) in patches.chunks_exact_mut(c.patch_len()).enumerate() {
+        let (oy, ox) = (p / out_w, p % out_w);
+        for (ci, taps) in row.chunks_exact_mut(KERNEL * KERNEL).enumerate() {
+            for (ky, dst) in taps.chunks_exact_mut(KERNEL).enumerate() {
+                let src = (ci * c.in_h + oy + ky) * c.in_w + ox;
+                let window: [i16; KERNEL] = input[src..src + KERNEL].try_into().expect("five taps");
+                let dst: &mut [i16; KERNEL] = dst.try_into().expect("five taps");
+                *dst = window;
             }
         }
     }
@@ -263,7 +301,7 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
     let s = block.spec;
     let conv = &block.conv;
     im2col_t(block, input, c.patches_t);
-    conv.im2col(input, c.patches);
+    im2col(block, input, c.patches);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     let filters = s.weights(w.working).chunks_exact(k_len);
     let biases = s.biases(w.master);
@@ -307,9 +345,13 @@ fn dense_pre(
 /// input is stored in its block rows; the logits are left in the last layer's `pre`.
 fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut Space<'_, D>, slot: usize) {
     let [c0, c1] = &mut space.conv;
+    let t = span(Slot::Layer(0, Phase::Forward));
     conv_forward(&net.conv[0], w, space.input, c0);
+    let t = t.then(Slot::Layer(1, Phase::Forward));
     conv_forward(&net.conv[1], w, c0.pooled, c1);
+    drop(t);
     for i in 0..D {
+        let _t = span(Slot::Layer(2 + i, Phase::Forward));
         let block = &net.dense[i];
         let inputs = block.dense.inputs;
         let (before, from_here) = space.dense.split_at_mut(i);
@@ -328,7 +370,9 @@ fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
 
 /// Convolution backward from `grad_pooled` (in `grad_frac` fraction bits): weight and bias
 /// gradients into `grads`, and the input gradient into `grad_input` when there is one.
+#[allow(clippy::too_many_arguments)] // the block's parts and the step's three outputs, all distinct
 fn conv_backward(
+    layer: usize,
     block: &ConvBlock,
     w: Weights<'_, Fixed>,
     c: &mut ConvSpace<'_>,
@@ -339,25 +383,31 @@ fn conv_backward(
 ) -> u32 {
     let s = block.spec;
     let conv = &block.conv;
+    let t = span(Slot::Layer(layer, Phase::InputGradient));
     block.pool().backward(c.grad_pooled, c.argmax, c.grad_act);
     tanh_backward::<Fixed>(c.grad_act, grad_frac, c.act, c.delta);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     let (grad_w, grad_b) = s.params_mut(grads);
     let patch_limit = input_limit(s.input_frac);
+    let t = t.then(Slot::Layer(layer, Phase::WeightGradient));
     for ((d_ch, g_filter), g_b) in
         c.delta.chunks_exact(positions).zip(grad_w.chunks_exact_mut(k_len)).zip(grad_b)
     {
         terms.clear();
         for (p, &d) in d_ch.iter().enumerate() {
             terms.push(p * k_len, d);
-            *g_b += d as i64;
         }
-        terms.schedule(patch_limit);
-        terms.apply(g_filter, Write::Add, c.patches);
+        if terms.len > 0 {
+            *g_b += terms.coeffs[..terms.len].iter().map(|&d| d as i64).sum::<i64>();
+            terms.schedule(patch_limit);
+            terms.apply(g_filter, Write::Add, c.patches);
+            profile::count_traffic(layer, 16 * (k_len + 1));
+        }
     }
+    let _t = t.then(Slot::Layer(layer, Phase::InputGradient));
     if let Some(grad_in) = grad_input {
         let weights = s.weights(w.working);
-        let weight_limit = max_abs(weights);
+        let weight_limit = c.weight_limit;
         grad_in.fill(0);
         for p in 0..positions {
             terms.clear();
@@ -403,6 +453,7 @@ fn backward<const D: usize>(
     let [c0, c1] = &mut space.conv;
     let mut frac = 0;
     for i in (0..D).rev() {
+        let _t = span(Slot::Layer(2 + i, Phase::InputGradient));
         let block = &net.dense[i];
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
         let (before, from_here) = space.dense.split_at_mut(i);
@@ -428,13 +479,14 @@ fn backward<const D: usize>(
         }
         frac = block.spec.input_grad_frac();
     }
-    frac = conv_backward(&net.conv[1], w, c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
-    conv_backward(&net.conv[0], w, c0, frac, grads, None, &mut space.terms);
+    frac = conv_backward(1, &net.conv[1], w, c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
+    conv_backward(0, &net.conv[0], w, c0, frac, grads, None, &mut space.terms);
 }
 
 /// The dense weight and bias gradients of the block's first `samples` samples, added into `grads`.
 fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: usize, grads: &mut [i64]) {
-    for (block, d) in net.dense.iter().zip(space.dense.iter()) {
+    for (i, (block, d)) in net.dense.iter().zip(space.dense.iter()).enumerate() {
+        let _t = span(Slot::Layer(2 + i, Phase::WeightGradient));
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
         let (grad_w, grad_b) = block.spec.params_mut(grads);
         let rows = &d.inputs[..samples * inputs];
@@ -449,6 +501,7 @@ fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: us
             if terms.len > 0 {
                 terms.schedule(VALUE_LIMIT);
                 terms.apply(g_row, Write::Add, rows);
+                profile::count_traffic(2 + i, 16 * (inputs + 1));
             }
         }
     }
@@ -463,7 +516,9 @@ pub(crate) fn accumulate<'s, const D: usize>(
     grads: &mut [i64],
 ) -> BatchStats {
     let mut space = carve(net, scratch);
+    let t = span(Slot::Prepare);
     prepare(net, w, &mut space);
+    drop(t);
     let mut stats = BatchStats::default();
     let logits_frac = net.dense[D - 1].spec.acc_frac();
     let last_outputs = net.dense[D - 1].dense.outputs;
@@ -473,7 +528,9 @@ pub(crate) fn accumulate<'s, const D: usize>(
         forward(net, w, &mut space, slot);
         let out = &mut space.dense[D - 1];
         let delta = &mut out.deltas[slot * last_outputs..][..last_outputs];
+        let t = span(Slot::Loss);
         let outcome = softmax_cross_entropy::<Fixed>(out.pre, logits_frac, label as usize, delta);
+        drop(t);
         stats.record(&outcome, label);
         backward(net, w, &mut space, slot, grads);
         slot += 1;

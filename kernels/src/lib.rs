@@ -21,6 +21,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "std")]
+extern crate std;
+
 pub mod arith;
 mod blocks;
 mod fast;
@@ -30,6 +33,7 @@ pub mod heap;
 pub mod layers;
 pub mod models;
 pub mod network;
+pub mod profile;
 pub mod rng;
 pub mod simd;
 pub mod tanh;

@@ -54,6 +54,7 @@ pub fn apply_update<N: Network, A: Arith>(
     batch: u32,
 ) {
     assert!(grads.len() == N::PARAMS && momentum.len() == N::PARAMS);
+    let _t = crate::profile::span(crate::profile::Slot::Update);
     for layer in N::LAYERS {
         let (w, b) = layer.params_mut(master);
         let (mw, mb) = layer.params_mut(momentum);

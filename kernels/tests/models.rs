@@ -233,7 +233,7 @@ fn training_lowers_the_loss() {
 /// evaluation results, for a batch longer than one block, a short one, and weights scaled to the
 /// edge of their format (long sums far past `i32`, so every chunk boundary is exercised).
 fn fast_path_matches_per_sample_definition<N: Network>() {
-    let samples = synthetic_samples(61, 37);
+    let samples = synthetic_samples(61, 70); // more than one block of 64
     for scale in [1i32, 8, 64] {
         let mut m = Model::<N, Fixed>::new(3);
         for w in m.master().iter_mut() {

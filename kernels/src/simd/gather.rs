@@ -8,8 +8,11 @@
 //! exact integer sum, the same on every platform as the scalar definition [`gather_axpy_scalar`].
 //!
 //! Register tiles: 32 output columns at a time (NEON: eight `i32x4` accumulators fed by
-//! `smlal`/`smlal2` with the coefficient as a scalar operand, sixteen `i64x2` sums; SSE2: two terms at
-//! a time interleaved into `pmaddwd`), then 8 columns, then the scalar code for the last few.
+//! `smlal`/`smlal2` with the coefficient by lane, sixteen `i64x2` sums; x86: two terms at a time
+//! interleaved into `pmaddwd` on SSE2 and AVX2, `vpdpwssd` on AVX-512 VNNI, chosen at run time by
+//! [`super::level`]), then 8 columns, then the scalar code for the last few.
+
+use super::level::{self, Level};
 
 /// Whether a kernel replaces its output or adds to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +34,26 @@ pub fn gather_axpy(
     coeffs: &[i16],
     ends: &[u32],
 ) {
+    gather_axpy_at(level::current(), out, write, rows, offsets, coeffs, ends)
+}
+
+/// [`gather_axpy`] at a given level (tests and benchmarks cover every level this way); a level
+/// the CPU cannot run falls back to the scalar definition.
+pub fn gather_axpy_at(
+    level: Level,
+    out: &mut [i64],
+    write: Write,
+    rows: &[i16],
+    offsets: &[u32],
+    coeffs: &[i16],
+    ends: &[u32],
+) {
     check(out.len(), rows, offsets, coeffs, ends);
-    platform::gather_axpy(out, write, rows, offsets, coeffs, ends)
+    if level == Level::Scalar || !level::supported(level) {
+        scalar_columns(out, 0, write, rows, offsets, coeffs);
+    } else {
+        platform::gather_axpy(level, out, write, rows, offsets, coeffs, ends)
+    }
 }
 
 /// The definition the vector paths must match: plain `i64` arithmetic, chunks ignored.
@@ -82,9 +103,12 @@ fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[
 #[cfg(target_arch = "aarch64")]
 mod platform {
     use super::{scalar_columns, Write};
+    use crate::simd::level::Level;
     use core::arch::aarch64::*;
+    use core::arch::asm;
 
     pub fn gather_axpy(
+        _level: Level,
         out: &mut [i64],
         write: Write,
         rows: &[i16],
@@ -96,7 +120,8 @@ mod platform {
         // SAFETY (both tile calls): `check` proved that every row `offsets[t]` has `out.len()`
         // values inside `rows`; a tile reads columns `first..first + 8 * V <= out.len()` of each row
         // and writes `out[first..first + 8 * V]`; `ends` is increasing and ends at `coeffs.len()`,
-        // so every term index read is below `offsets.len() == coeffs.len()`.
+        // so every term index read is below `offsets.len() == coeffs.len()`, and the eight
+        // coefficients loaded together lie below the chunk's end.
         while first + 32 <= out.len() {
             unsafe {
                 tile::<4>(out.as_mut_ptr().add(first), write, rows.as_ptr().add(first), offsets, coeffs, ends)
@@ -114,8 +139,62 @@ mod platform {
         }
     }
 
+    // Vector loads and stores in `asm!`. The intrinsics (`vld1q_*`) are unaligned loads to LLVM,
+    // and the firmware's target (`aarch64-unknown-none`, `+strict-align`) splits each into eight
+    // halfword loads and a trip through the stack. `ld1`/`st1` need only element alignment; `ldp q`
+    // on a row that is only 2-byte aligned relies on alignment checking being off
+    // (SCTLR_EL1.A = 0: set by the firmware's boot code, and so on Linux) and on Normal memory
+    // (the firmware trains only after turning the MMU on).
+
+    /// Eight `i16` from `p`. SAFETY (caller): `p..p + 8` is readable.
+    #[inline(always)]
+    unsafe fn load_i16x8(p: *const i16) -> int16x8_t {
+        let v: int16x8_t;
+        asm!("ld1 {{{v:v}.8h}}, [{p}]", v = out(vreg) v, p = in(reg) p, options(pure, readonly, nostack, preserves_flags));
+        v
+    }
+
+    /// Thirty-two `i16` from `p` in two `ldp`. SAFETY (caller): `p..p + 32` is readable.
+    #[inline(always)]
+    unsafe fn load_i16x32(p: *const i16) -> [int16x8_t; 4] {
+        let (a, b, c, d): (int16x8_t, int16x8_t, int16x8_t, int16x8_t);
+        asm!(
+            "ldp {a:q}, {b:q}, [{p}]",
+            "ldp {c:q}, {d:q}, [{p}, #32]",
+            a = out(vreg) a, b = out(vreg) b, c = out(vreg) c, d = out(vreg) d, p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+        [a, b, c, d]
+    }
+
+    /// Two `i64` from `p`. SAFETY (caller): `p..p + 2` is readable.
+    #[inline(always)]
+    unsafe fn load_i64x2(p: *const i64) -> int64x2_t {
+        let v: int64x2_t;
+        asm!("ld1 {{{v:v}.2d}}, [{p}]", v = out(vreg) v, p = in(reg) p, options(pure, readonly, nostack, preserves_flags));
+        v
+    }
+
+    /// Two `i64` to `p`. SAFETY (caller): `p..p + 2` is writable.
+    #[inline(always)]
+    unsafe fn store_i64x2(p: *mut i64, v: int64x2_t) {
+        asm!("st1 {{{v:v}.2d}}, [{p}]", v = in(vreg) v, p = in(reg) p, options(nostack, preserves_flags));
+    }
+
+    /// The `8 * V` values of one row at `row`. SAFETY (caller): they are readable.
+    #[inline(always)]
+    unsafe fn load_row<const V: usize>(row: *const i16) -> [int16x8_t; 4] {
+        if V == 4 {
+            load_i16x32(row)
+        } else {
+            let r = load_i16x8(row);
+            [r, r, r, r]
+        }
+    }
+
     /// `8 * V` columns (`V` is 1 or 4): `2V` `i32x4` lane sums per chunk, `4V` `i64x2` totals, all
-    /// in registers.
+    /// in registers. Terms go eight at a time with their coefficients in one register, each used
+    /// by lane (`smlal vd.4s, vn.4h, vm.h[lane]`); the rest of a chunk one at a time.
     #[inline(always)]
     unsafe fn tile<const V: usize>(
         out: *mut i64,
@@ -128,20 +207,40 @@ mod platform {
         let mut wide = [vdupq_n_s64(0); 16];
         if write == Write::Add {
             for (i, w) in wide.iter_mut().enumerate().take(4 * V) {
-                *w = vld1q_s64(out.add(2 * i));
+                *w = load_i64x2(out.add(2 * i));
             }
         }
         let mut t = 0;
         for &end in ends {
             let end = end as usize;
             let mut lanes = [vdupq_n_s32(0); 8];
+            while t + 8 <= end {
+                let c = load_i16x8(coeffs.as_ptr().add(t));
+                macro_rules! term {
+                    ($lane:literal) => {{
+                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        for v in 0..V {
+                            lanes[2 * v] = vmlal_laneq_s16::<$lane>(lanes[2 * v], vget_low_s16(r[v]), c);
+                            lanes[2 * v + 1] = vmlal_high_laneq_s16::<$lane>(lanes[2 * v + 1], r[v], c);
+                        }
+                    }};
+                }
+                term!(0);
+                term!(1);
+                term!(2);
+                term!(3);
+                term!(4);
+                term!(5);
+                term!(6);
+                term!(7);
+                t += 8;
+            }
             while t < end {
-                let row = rows.add(*offsets.get_unchecked(t) as usize);
+                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
                 let c = *coeffs.get_unchecked(t);
                 for v in 0..V {
-                    let r = vld1q_s16(row.add(8 * v));
-                    lanes[2 * v] = vmlal_n_s16(lanes[2 * v], vget_low_s16(r), c);
-                    lanes[2 * v + 1] = vmlal_high_n_s16(lanes[2 * v + 1], r, c);
+                    lanes[2 * v] = vmlal_n_s16(lanes[2 * v], vget_low_s16(r[v]), c);
+                    lanes[2 * v + 1] = vmlal_high_n_s16(lanes[2 * v + 1], r[v], c);
                 }
                 t += 1;
             }
@@ -151,7 +250,7 @@ mod platform {
             }
         }
         for (i, w) in wide.iter().enumerate().take(4 * V) {
-            vst1q_s64(out.add(2 * i), *w);
+            store_i64x2(out.add(2 * i), *w);
         }
     }
 }
@@ -159,9 +258,14 @@ mod platform {
 #[cfg(target_arch = "x86_64")]
 mod platform {
     use super::{scalar_columns, Write};
+    use crate::simd::level::Level;
     use core::arch::x86_64::*;
 
+    /// Columns per register tile.
+    const TILE: usize = 32;
+
     pub fn gather_axpy(
+        level: Level,
         out: &mut [i64],
         write: Write,
         rows: &[i16],
@@ -170,19 +274,31 @@ mod platform {
         ends: &[u32],
     ) {
         let mut first = 0;
-        // SAFETY (both tile calls): as on aarch64, `check` proved every row has `out.len()` values
-        // inside `rows`, a tile touches columns `first..first + 8 * V <= out.len()`, and every term
-        // index read is below `ends.last() == coeffs.len() == offsets.len()`. SSE2 is part of the
-        // x86-64 baseline.
-        while first + 32 <= out.len() {
-            unsafe {
-                tile::<4>(out.as_mut_ptr().add(first), write, rows.as_ptr().add(first), offsets, coeffs, ends)
-            };
-            first += 32;
+        // SAFETY (every tile call): `check` proved that every row `offsets[t]` has `out.len()`
+        // values inside `rows`; a tile reads columns `first..first + width <= out.len()` of each row
+        // and writes `out[first..first + width]`; `ends` increases to `coeffs.len() ==
+        // offsets.len()`, so every term index read is in bounds. SSE2 is the x86-64 baseline; the
+        // AVX2 and AVX-512 tiles run only at levels `current()` reports, which `level::supported`
+        // checked against the CPU.
+        while first + TILE <= out.len() && level >= Level::Sse2 {
+            let (o, r) = unsafe { (out.as_mut_ptr().add(first), rows.as_ptr().add(first)) };
+            match level {
+                Level::Avx512 => unsafe { tile_avx512(o, write, r, offsets, coeffs, ends) },
+                Level::Avx2 => unsafe { tile_avx2(o, write, r, offsets, coeffs, ends) },
+                _ => unsafe { tile_sse2::<4>(o, write, r, offsets, coeffs, ends) },
+            }
+            first += TILE;
         }
-        while first + 8 <= out.len() {
+        while first + 8 <= out.len() && level >= Level::Sse2 {
             unsafe {
-                tile::<1>(out.as_mut_ptr().add(first), write, rows.as_ptr().add(first), offsets, coeffs, ends)
+                tile_sse2::<1>(
+                    out.as_mut_ptr().add(first),
+                    write,
+                    rows.as_ptr().add(first),
+                    offsets,
+                    coeffs,
+                    ends,
+                )
             };
             first += 8;
         }
@@ -191,11 +307,50 @@ mod platform {
         }
     }
 
-    /// `8 * V` columns (`V` is 1 or 4). Two terms at a time: their rows are interleaved
-    /// (`punpck*wd`) and multiplied by the coefficient pair with `pmaddwd`, so each `i32` lane gains
-    /// `c0 * r0[j] + c1 * r1[j]`, a sub-sum of the chunk (an odd last term pairs with a zero row).
+    // How the tiles pair terms: the rows of terms t and t + 1 are interleaved (`punpck*wd`, which
+    // works within each 128-bit lane) and multiplied by the coefficient pair (`pmaddwd`), so each
+    // `i32` lane gains `c0 * r0[j] + c1 * r1[j]`, a sub-sum of its chunk (the schedule's bound
+    // holds for it); an odd last term of a chunk pairs with a zero row. Element `e` of the
+    // accumulator for the low (high) interleave of vector `v` holds column
+    // `v * 2E + 8 * (e / 4) + e % 4 (+ 4)`, with `E` elements per accumulator. The `i64` totals are
+    // kept in that order, `wide[(2 * v + half) * E + e]`, and put in column order at the ends.
+
+    /// Column of total `i` for accumulators of `per` elements.
     #[inline(always)]
-    unsafe fn tile<const V: usize>(
+    fn column(i: usize, per: usize) -> usize {
+        let (acc, e) = (i / per, i % per);
+        let (v, half) = (acc / 2, acc % 2);
+        v * 2 * per + 8 * (e / 4) + 4 * half + e % 4
+    }
+
+    #[inline(always)]
+    unsafe fn load_totals(out: *const i64, write: Write, per: usize, columns: usize, wide: &mut [i64; TILE]) {
+        if write == Write::Add {
+            for (i, w) in wide.iter_mut().enumerate().take(columns) {
+                *w = *out.add(column(i, per));
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store_totals(out: *mut i64, per: usize, columns: usize, wide: &[i64; TILE]) {
+        for (i, &w) in wide.iter().enumerate().take(columns) {
+            *out.add(column(i, per)) = w;
+        }
+    }
+
+    /// The coefficient pair of terms `t` and `t + 1` (0 past the chunk's end) as `i32` lanes.
+    #[inline(always)]
+    unsafe fn pair(coeffs: &[i16], t: usize, end: usize) -> (i32, bool) {
+        let c0 = *coeffs.get_unchecked(t) as u16 as u32;
+        let second = t + 1 < end;
+        let c1 = if second { *coeffs.get_unchecked(t + 1) as u16 as u32 } else { 0 };
+        ((c0 | (c1 << 16)) as i32, second)
+    }
+
+    /// `8 * V` columns with 128-bit registers (`V` is 1 or 4).
+    #[inline(always)]
+    unsafe fn tile_sse2<const V: usize>(
         out: *mut i64,
         write: Write,
         rows: *const i16,
@@ -203,37 +358,24 @@ mod platform {
         coeffs: &[i16],
         ends: &[u32],
     ) {
-        let mut wide = [0i64; 32];
-        if write == Write::Add {
-            core::ptr::copy_nonoverlapping(out, wide.as_mut_ptr(), 8 * V);
-        }
+        let mut wide = [0i64; TILE];
+        load_totals(out, write, 4, 8 * V, &mut wide);
         let zero = _mm_setzero_si128();
         let mut t = 0;
         for &end in ends {
             let end = end as usize;
             let mut lanes = [zero; 8];
             while t < end {
+                let (c, second) = pair(coeffs, t, end);
+                let c = _mm_set1_epi32(c);
                 let row0 = rows.add(*offsets.get_unchecked(t) as usize);
-                let c0 = *coeffs.get_unchecked(t) as u16 as u32;
-                let (row1, c1) = if t + 1 < end {
-                    (
-                        Some(rows.add(*offsets.get_unchecked(t + 1) as usize)),
-                        *coeffs.get_unchecked(t + 1) as u16 as u32,
-                    )
-                } else {
-                    (None, 0)
-                };
-                let pair = _mm_set1_epi32((c0 | (c1 << 16)) as i32);
+                let row1 = if second { rows.add(*offsets.get_unchecked(t + 1) as usize) } else { row0 };
                 for v in 0..V {
                     let r0 = _mm_loadu_si128(row0.add(8 * v) as *const __m128i);
-                    let r1 = match row1 {
-                        Some(row1) => _mm_loadu_si128(row1.add(8 * v) as *const __m128i),
-                        None => zero,
-                    };
-                    lanes[2 * v] =
-                        _mm_add_epi32(lanes[2 * v], _mm_madd_epi16(_mm_unpacklo_epi16(r0, r1), pair));
+                    let r1 = if second { _mm_loadu_si128(row1.add(8 * v) as *const __m128i) } else { zero };
+                    lanes[2 * v] = _mm_add_epi32(lanes[2 * v], _mm_madd_epi16(_mm_unpacklo_epi16(r0, r1), c));
                     lanes[2 * v + 1] =
-                        _mm_add_epi32(lanes[2 * v + 1], _mm_madd_epi16(_mm_unpackhi_epi16(r0, r1), pair));
+                        _mm_add_epi32(lanes[2 * v + 1], _mm_madd_epi16(_mm_unpackhi_epi16(r0, r1), c));
                 }
                 t += 2;
             }
@@ -246,13 +388,118 @@ mod platform {
                 _mm_storeu_si128(w, _mm_add_epi64(_mm_loadu_si128(w), _mm_unpackhi_epi32(*l, sign)));
             }
         }
-        core::ptr::copy_nonoverlapping(wide.as_ptr(), out, 8 * V);
+        store_totals(out, 4, 8 * V, &wide);
+    }
+
+    /// 32 columns with 256-bit registers.
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile_avx2(
+        out: *mut i64,
+        write: Write,
+        rows: *const i16,
+        offsets: &[u32],
+        coeffs: &[i16],
+        ends: &[u32],
+    ) {
+        let mut wide = [0i64; TILE];
+        load_totals(out, write, 8, TILE, &mut wide);
+        let zero = _mm256_setzero_si256();
+        let mut t = 0;
+        for &end in ends {
+            let end = end as usize;
+            let mut lanes = [zero; 4];
+            while t < end {
+                let (c, second) = pair(coeffs, t, end);
+                let c = _mm256_set1_epi32(c);
+                let row0 = rows.add(*offsets.get_unchecked(t) as usize);
+                let row1 = if second { rows.add(*offsets.get_unchecked(t + 1) as usize) } else { row0 };
+                for v in 0..2 {
+                    let r0 = _mm256_loadu_si256(row0.add(16 * v) as *const __m256i);
+                    let r1 =
+                        if second { _mm256_loadu_si256(row1.add(16 * v) as *const __m256i) } else { zero };
+                    lanes[2 * v] =
+                        _mm256_add_epi32(lanes[2 * v], _mm256_madd_epi16(_mm256_unpacklo_epi16(r0, r1), c));
+                    lanes[2 * v + 1] = _mm256_add_epi32(
+                        lanes[2 * v + 1],
+                        _mm256_madd_epi16(_mm256_unpackhi_epi16(r0, r1), c),
+                    );
+                }
+                t += 2;
+            }
+            t = end;
+            for (i, l) in lanes.iter().enumerate() {
+                let w = wide.as_mut_ptr().add(8 * i) as *mut __m256i;
+                let low = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(*l));
+                let high = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(*l));
+                _mm256_storeu_si256(w, _mm256_add_epi64(_mm256_loadu_si256(w), low));
+                let w = w.add(1);
+                _mm256_storeu_si256(w, _mm256_add_epi64(_mm256_loadu_si256(w), high));
+            }
+        }
+        store_totals(out, 8, TILE, &wide);
+    }
+
+    /// 32 columns with 512-bit registers and VNNI's fused `vpdpwssd` (multiply pairs, add to the
+    /// lane; it wraps like `vpaddd`, so the same bound applies).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_avx512(
+        out: *mut i64,
+        write: Write,
+        rows: *const i16,
+        offsets: &[u32],
+        coeffs: &[i16],
+        ends: &[u32],
+    ) {
+        let mut wide = [0i64; TILE];
+        load_totals(out, write, 16, TILE, &mut wide);
+        let zero = _mm512_setzero_si512();
+        let mut t = 0;
+        for &end in ends {
+            let end = end as usize;
+            let (mut low_lanes, mut high_lanes) = (zero, zero);
+            while t < end {
+                let (c, second) = pair(coeffs, t, end);
+                let c = _mm512_set1_epi32(c);
+                let r0 = _mm512_loadu_si512(rows.add(*offsets.get_unchecked(t) as usize) as *const __m512i);
+                let r1 = if second {
+                    _mm512_loadu_si512(rows.add(*offsets.get_unchecked(t + 1) as usize) as *const __m512i)
+                } else {
+                    zero
+                };
+                low_lanes = _mm512_dpwssd_epi32(low_lanes, _mm512_unpacklo_epi16(r0, r1), c);
+                high_lanes = _mm512_dpwssd_epi32(high_lanes, _mm512_unpackhi_epi16(r0, r1), c);
+                t += 2;
+            }
+            t = end;
+            for (i, l) in [low_lanes, high_lanes].iter().enumerate() {
+                let w = wide.as_mut_ptr().add(16 * i) as *mut __m512i;
+                let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(*l));
+                let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(*l));
+                _mm512_storeu_si512(w, _mm512_add_epi64(_mm512_loadu_si512(w), low));
+                let w = w.add(1);
+                _mm512_storeu_si512(w, _mm512_add_epi64(_mm512_loadu_si512(w), high));
+            }
+        }
+        store_totals(out, 16, TILE, &wide);
     }
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
-    pub use super::gather_axpy_scalar as gather_axpy;
+    use super::{gather_axpy_scalar, Write};
+    use crate::simd::level::Level;
+
+    pub fn gather_axpy(
+        _level: Level,
+        out: &mut [i64],
+        write: Write,
+        rows: &[i16],
+        offsets: &[u32],
+        coeffs: &[i16],
+        ends: &[u32],
+    ) {
+        gather_axpy_scalar(out, write, rows, offsets, coeffs, ends)
+    }
 }
 
 #[cfg(test)]
@@ -279,12 +526,14 @@ mod tests {
         let mut ends = [0u32; 64];
         let chunks = chunk_ends(coeffs, max_abs(rows), &mut ends);
         for write in [Write::Set, Write::Add] {
-            let mut fast = [-1_000_000_000_000i64; 80];
-            let mut slow = fast;
-            let (o, e) = (&offsets[..terms], &ends[..chunks]);
-            gather_axpy(&mut fast[..columns], write, rows, o, coeffs, e);
-            gather_axpy_scalar(&mut slow[..columns], write, rows, o, coeffs, e);
-            assert_eq!(fast, slow, "{terms} terms, {columns} columns, {write:?}");
+            for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                let mut fast = [-1_000_000_000_000i64; 80];
+                let mut slow = fast;
+                let (o, e) = (&offsets[..terms], &ends[..chunks]);
+                gather_axpy_at(level, &mut fast[..columns], write, rows, o, coeffs, e);
+                gather_axpy_scalar(&mut slow[..columns], write, rows, o, coeffs, e);
+                assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
+            }
         }
     }
 
@@ -311,19 +560,23 @@ mod tests {
             let offsets: [u32; 64] = core::array::from_fn(|t| (t * 40) as u32);
             let mut ends = [0u32; 64];
             let n = chunk_ends(&coeffs, 32767, &mut ends);
-            gather_axpy(&mut out, Write::Set, &rows, &offsets, &coeffs, &ends[..n]);
-            assert!(out.iter().all(|&o| o == 64 * r as i64 * c as i64));
+            for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                gather_axpy_at(level, &mut out, Write::Set, &rows, &offsets, &coeffs, &ends[..n]);
+                assert!(out.iter().all(|&o| o == 64 * r as i64 * c as i64), "{level:?}");
+            }
         }
-        // A chunk whose lane sum lands on 65_538 * 32767 = i32::MAX - 1, then more terms.
+        // Long chunks of the largest unit terms (65_536 * 32767 is just under i32::MAX), then more.
         let rows = [32767i16; 40];
         let coeffs = [1i16; 70_000];
         let offsets = [0u32; 70_000];
         let mut ends = [0u32; 70_000];
         let n = chunk_ends(&coeffs, 32767, &mut ends);
-        assert_eq!(&ends[..n], &[65_538, 70_000]);
+        assert_eq!(&ends[..n], &[65_536, 70_000]);
         let mut out = [0i64; 40];
-        gather_axpy(&mut out, Write::Set, &rows, &offsets, &coeffs, &ends[..n]);
-        assert!(out.iter().all(|&o| o == 70_000 * 32767));
+        for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+            gather_axpy_at(level, &mut out, Write::Set, &rows, &offsets, &coeffs, &ends[..n]);
+            assert!(out.iter().all(|&o| o == 70_000 * 32767), "{level:?}");
+        }
     }
 
     #[test]

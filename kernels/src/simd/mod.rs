@@ -17,6 +17,7 @@
 #![allow(unsafe_code)]
 
 pub mod gather;
+pub mod level;
 pub mod schedule;
 
 /// Exact dot product of two equally long `i16` slices.
@@ -32,6 +33,15 @@ pub fn dot_i16(a: &[i16], b: &[i16]) -> i64 {
 pub fn axpy_i16(acc: &mut [i64], scale: i16, x: &[i16]) {
     assert_eq!(acc.len(), x.len(), "axpy of unequal lengths");
     platform::axpy_i16(acc, scale, x)
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of im2col, without a call: on the firmware's
+/// target (`+strict-align`) `copy_from_slice` becomes a `memcpy` call that moves a halfword at a
+/// time; here eight values move per `ld1`/`st1` pair.
+#[inline]
+pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
+    assert_eq!(dst.len(), src.len(), "copy of unequal lengths");
+    platform::copy_i16(dst, src)
 }
 
 /// The portable definition the vector paths must match.
@@ -53,6 +63,11 @@ fn no_min_values(v: &[i16]) -> bool {
 #[cfg(target_arch = "x86_64")]
 mod platform {
     use core::arch::x86_64::*;
+
+    #[inline]
+    pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
+        dst.copy_from_slice(src)
+    }
 
     const LANES: usize = 8;
 
@@ -118,6 +133,28 @@ mod platform {
 mod platform {
     use core::arch::aarch64::*;
 
+    #[inline]
+    pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
+        let chunks = src.len() / 8;
+        for i in 0..chunks {
+            // SAFETY: both slices have the same length (asserted by the caller) and
+            // `8 * i + 8 <= chunks * 8 <= len`; `ld1`/`st1` of `.8h` need only 2-byte alignment.
+            unsafe {
+                core::arch::asm!(
+                    "ld1 {{{v:v}.8h}}, [{s}]",
+                    "st1 {{{v:v}.8h}}, [{d}]",
+                    v = out(vreg) _,
+                    s = in(reg) src.as_ptr().add(8 * i),
+                    d = in(reg) dst.as_mut_ptr().add(8 * i),
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        for (d, &v) in dst[8 * chunks..].iter_mut().zip(&src[8 * chunks..]) {
+            *d = v;
+        }
+    }
+
     const LANES: usize = 8;
 
     #[inline]
@@ -167,6 +204,10 @@ mod platform {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
     pub use super::{axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
+
+    pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
+        dst.copy_from_slice(src)
+    }
 }
 
 /// `f32` dot product with sixteen independent partial sums, so the compiler can vectorise it without
@@ -231,6 +272,18 @@ mod tests {
         assert_eq!(dot_i16(&a, &b), 64 * 32767i64 * 32767);
         let c = [32767i16; 64];
         assert_eq!(dot_i16(&a, &c), -64 * 32767i64 * 32767);
+    }
+
+    #[test]
+    fn copy_moves_every_length() {
+        let mut rng = Rng::new(5);
+        for n in 0..67 {
+            let src = random_values(&mut rng, n);
+            let mut dst = [7i16; 67];
+            copy_i16(&mut dst[..n], &src[..n]);
+            assert_eq!(&dst[..n], &src[..n]);
+            assert!(dst[n..].iter().all(|&v| v == 7), "length {n} wrote past the end");
+        }
     }
 
     #[test]

@@ -23,22 +23,42 @@ pub const LANE_LIMIT: u64 = i32::MAX as u64;
 /// The largest magnitude of any stored `i16` value (the symmetric range of [`crate::fixed`]).
 pub const VALUE_LIMIT: u32 = crate::fixed::I16_LIMIT as u32;
 
+/// Terms the vector kernels take at once (NEON: eight coefficients in one register; x86: pairs).
+/// Chunks are cut at multiples of it from their start where the bound allows.
+pub const TERM_GROUP: usize = 8;
+
 /// Cuts `coeffs` into chunks for rows bounded by `row_bound`, writing each chunk's end (exclusive,
 /// increasing, the last one `coeffs.len()`) into `ends`; returns how many chunks there are. `ends`
 /// needs room for `coeffs.len()` entries (the worst case: one term per chunk); an empty list has
 /// no chunk.
+///
+/// Greedy: a chunk grows until the next term would pass the limit; it is then cut at the last
+/// multiple of [`TERM_GROUP`] terms from its start (a prefix of an admissible chunk is admissible),
+/// or at that term when the chunk is shorter than a group.
 pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
     debug_assert!(row_bound <= VALUE_LIMIT);
+    let term = |c: i16| c.unsigned_abs() as u64 * row_bound as u64;
     let mut chunks = 0;
+    let mut start = 0;
     let mut sum = 0u64;
     for (t, &c) in coeffs.iter().enumerate() {
-        let term = c.unsigned_abs() as u64 * row_bound as u64;
-        if sum + term > LANE_LIMIT {
-            ends[chunks] = t as u32;
+        if sum + term(c) > LANE_LIMIT {
+            let grouped = start + (t - start) / TERM_GROUP * TERM_GROUP;
+            let cut = if grouped > start { grouped } else { t };
+            ends[chunks] = cut as u32;
             chunks += 1;
-            sum = 0;
+            start = cut;
+            // The terms carried over are part of an admissible chunk, so they fit; with term `t`
+            // they may not, and then `t` starts a chunk of its own.
+            sum = coeffs[cut..t].iter().map(|&c| term(c)).sum();
+            if sum + term(c) > LANE_LIMIT {
+                ends[chunks] = t as u32;
+                chunks += 1;
+                start = t;
+                sum = 0;
+            }
         }
-        sum += term;
+        sum += term(c);
     }
     if !coeffs.is_empty() {
         ends[chunks] = coeffs.len() as u32;
@@ -69,15 +89,39 @@ mod tests {
         // 32767^2 * 2 < 2^31 - 1 < 32767^2 * 3.
         let mut ends = [0u32; 8];
         let n = chunk_ends(&[-32767; 7], 32767, &mut ends);
-        assert_eq!(&ends[..n], &[2, 4, 6, 7]);
+        assert_eq!(&ends[..n], &[2, 4, 6, 7]); // shorter than a group: cut at the term
     }
 
     #[test]
     fn a_chunk_stops_exactly_at_the_limit() {
-        // 65_538 * 32767 = 2^31 - 2 fits, 65_539 * 32767 = 2^31 + 32765 does not.
+        // 65_538 * 32767 = 2^31 - 2 fits, 65_539 * 32767 = 2^31 + 32765 does not; the cut falls
+        // back to the last whole group of eight, 65_536.
         let coeffs = [1i16; 70_000];
         let mut ends = [0u32; 70_000];
         let n = chunk_ends(&coeffs, 32767, &mut ends);
-        assert_eq!(&ends[..n], &[65_538, 70_000]);
+        assert_eq!(&ends[..n], &[65_536, 70_000]);
+    }
+
+    #[test]
+    fn every_chunk_is_within_the_limit_and_grouped_where_possible() {
+        let mut rng = crate::rng::Rng::new(4);
+        let mut coeffs = [0i16; 3000];
+        for c in coeffs.iter_mut() {
+            *c = (rng.below(65535) as i64 - 32767) as i16 / [1, 2, 5, 40][rng.below(4) as usize];
+        }
+        let mut ends = [0u32; 3000];
+        let n = chunk_ends(&coeffs, 32767, &mut ends);
+        let mut start = 0;
+        for (i, &end) in ends[..n].iter().enumerate() {
+            let end = end as usize;
+            let sum: u64 = coeffs[start..end].iter().map(|c| c.unsigned_abs() as u64 * 32767).sum();
+            assert!(sum <= LANE_LIMIT, "chunk {i} sums to {sum}");
+            assert!(end > start);
+            if i + 1 < n && end - start >= TERM_GROUP {
+                assert_eq!((end - start) % TERM_GROUP, 0, "chunk {i} is not a whole number of groups");
+            }
+            start = end;
+        }
+        assert_eq!(start, coeffs.len());
     }
 }
