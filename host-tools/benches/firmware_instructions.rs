@@ -11,7 +11,9 @@
 //!
 //! `cargo bench -p host-tools --bench firmware_instructions` (MNIST from $MNIST_DIR, the
 //! `pitrain data fetch` cache, or `../shared/data/mnist` beside the checkout as `scripts/test.sh`
-//! finds it; `SAMPLES=n` changes the shard size, default 128).
+//! finds it; `SAMPLES=n` changes the shard size, default 128; `ONLY=mxlenet:1` runs one model on one
+//! core count; `QEMU_ARGS` adds arguments to QEMU's command line, such as `-plugin` for a profile
+//! by translation block).
 
 use std::path::PathBuf;
 
@@ -63,9 +65,20 @@ fn main() {
         let path = dir.path().join("node.blob");
         std::fs::write(&path, blob).expect("write blob");
         for cores in [1u8, 4] {
+            if let Ok(only) = std::env::var("ONLY") {
+                if !only.eq_ignore_ascii_case(&format!("{model:?}:{cores}")) {
+                    continue;
+                }
+            }
             let staged = stage_blob(&path, Some(cores), dir.path()).expect("stage");
-            let boot =
-                Boot { load: vec![(staged, protocol::blob::LOAD_ADDRESS as u64)], ..Boot::new(&image.image) };
+            let extra_args = std::env::var("QEMU_ARGS")
+                .map(|a| a.split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
+            let boot = Boot {
+                load: vec![(staged, protocol::blob::LOAD_ADDRESS as u64)],
+                extra_args,
+                ..Boot::new(&image.image)
+            };
             let run = boot.run(|_| {}).expect("QEMU runs");
             let (lines, _) = table.decode_all(&run.serial);
             let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();

@@ -54,7 +54,8 @@ fn firmware_boots_and_refuses_a_missing_blob() {
     assert!(size > 1000 && size < 1 << 20, "kernel8.img of {size} bytes");
     let (status, log) = boot(image, None);
     assert!(log.contains("INFO pitrain firmware 0.1.0: booted in EL1\n"), "{log}");
-    assert!(log.contains("MxLenet needs 19924112 bytes"), "{log}");
+    let footprint = kernels::Footprint::of::<kernels::MxLenet, kernels::Fixed>().total(4);
+    assert!(log.contains(&format!("MxLenet needs {footprint} bytes")), "{log}");
     assert!(log.contains("MMU and caches on"), "{log}");
     assert!(log.contains("kernels self-check: ok"), "{log}");
     // Under -icount both timers follow the same virtual clock: the delays agree exactly.

@@ -65,10 +65,10 @@ impl<const D: usize> ConvNet<D> {
         while i < 2 {
             let c = &self.conv[i].conv;
             let pooled = self.conv[i].pool().output_len();
-            // patches both ways, activations, pooled output, deltas
-            vals += 2 * c.patches_len() + c.output_len() + pooled + c.output_len();
-            // pre-activations, pooled and output gradients, one patch row of input gradient
-            accs += c.output_len() + pooled + c.output_len() + c.patch_len();
+            // patches both ways, pooled output, deltas
+            vals += 2 * c.patches_len() + pooled + c.output_len();
+            // pre-activations, gradient at the pooled output, one patch row of input gradient
+            accs += c.output_len() + pooled + c.patch_len();
             // argmax, per-filter chunk ends and their counts, forward row offsets
             indices += pooled + c.weight_len() + c.out_ch + c.patch_len();
             terms = max(terms, max(c.positions(), max(c.out_ch, c.patch_len())));
@@ -135,11 +135,9 @@ struct ConvSpace<'a> {
     patches_t: &'a mut [i16],
     patches: &'a mut [i16],
     pre: &'a mut [i64],
-    act: &'a mut [i16],
     pooled: &'a mut [i16],
     argmax: &'a mut [u32],
     grad_pooled: &'a mut [i64],
-    grad_act: &'a mut [i64],
     delta: &'a mut [i16],
     patch_grad: &'a mut [i64],
     /// Chunk ends of each filter (forward), `patch_len` slots per filter, and their counts.
@@ -184,11 +182,9 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             patches_t: vals.take(c.patches_len()),
             patches: vals.take(c.patches_len()),
             pre: accs.take(c.output_len()),
-            act: vals.take(c.output_len()),
             pooled: vals.take(pooled),
             argmax: indices.take(pooled),
             grad_pooled: accs.take(pooled),
-            grad_act: accs.take(c.output_len()),
             delta: vals.take(c.output_len()),
             patch_grad: accs.take(c.patch_len()),
             filter_ends: indices.take(c.weight_len()),
@@ -279,7 +275,7 @@ fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
 }
 
 /// `patches[p][k]`: the im2col matrix, one row per output position (the same matrix as
-/// [`crate::layers::Conv5x5::im2col`], with fixed-size copies instead of `memcpy` calls).
+/// [`crate::layers::Conv5x5::im2col`], with [`copy_i16`] instead of `memcpy` calls).
 fn im2col(block: &ConvBlock, input: &[i16], patches: &mut [i16]) {
     use crate::layers::conv::KERNEL;
     let c = &block.conv;
@@ -289,9 +285,7 @@ fn im2col(block: &ConvBlock, input: &[i16], patches: &mut [i16]) {
         for (ci, taps) in row.chunks_exact_mut(KERNEL * KERNEL).enumerate() {
             for (ky, dst) in taps.chunks_exact_mut(KERNEL).enumerate() {
                 let src = (ci * c.in_h + oy + ky) * c.in_w + ox;
-                let window: [i16; KERNEL] = input[src..src + KERNEL].try_into().expect("five taps");
-                let dst: &mut [i16; KERNEL] = dst.try_into().expect("five taps");
-                *dst = window;
+                copy_i16(dst, &input[src..src + KERNEL]);
             }
         }
     }
@@ -314,8 +308,56 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
             *p += bias;
         }
     }
-    tanh_forward::<Fixed>(c.pre, s.acc_frac(), c.act);
-    block.pool().forward(c.act, c.pooled, c.argmax);
+    pool_then_tanh(block, c.pre, s.acc_frac(), c.pooled, c.argmax);
+}
+
+/// `max-pool(tanh(pre))` with the definition's winners, from about a third of the tanh
+/// evaluations. tanh (with its rounding into Q3.12 and the table) is monotonic, so a window's
+/// largest output is the tanh of its largest pre-activation `m`. The definition takes the first
+/// position (in window order) whose *output* is largest; an earlier position can tie with `m` only
+/// through the rounding, so exactly those earlier positions are evaluated. Only winners' outputs
+/// are ever read again (the backward pass gives every other position a zero delta), so no other
+/// output is stored.
+fn pool_then_tanh(block: &ConvBlock, pre: &[i64], acc_frac: u32, pooled: &mut [i16], argmax: &mut [u32]) {
+    let c = &block.conv;
+    let (in_h, in_w) = (c.out_h(), c.out_w());
+    let mut o = 0;
+    for ch in 0..c.out_ch {
+        for y in 0..in_h / 2 {
+            for x in 0..in_w / 2 {
+                let top = (ch * in_h + 2 * y) * in_w + 2 * x;
+                let window = [top, top + 1, top + in_w, top + in_w + 1];
+                let mut m = 0;
+                for i in 1..4 {
+                    if pre[window[i]] > pre[window[m]] {
+                        m = i;
+                    }
+                }
+                let best = Fixed::tanh(pre[window[m]], acc_frac);
+                let first = (0..m).find(|&i| Fixed::tanh(pre[window[i]], acc_frac) == best).unwrap_or(m);
+                pooled[o] = best;
+                argmax[o] = window[first] as u32;
+                o += 1;
+            }
+        }
+    }
+}
+
+/// Deltas of a convolution block from the gradient at its pooled output: at each window's winner
+/// `tanh'(y) * g` (as the definition's tanh backward of the routed gradient), zero elsewhere.
+fn pooled_tanh_backward(
+    grad_pooled: &[i64],
+    grad_frac: u32,
+    pooled: &[i16],
+    argmax: &[u32],
+    delta: &mut [i16],
+) {
+    delta.fill(0);
+    for ((&g, &y), &at) in grad_pooled.iter().zip(pooled).zip(argmax) {
+        if g != 0 {
+            delta[at as usize] = Fixed::tanh_backward(g, grad_frac, y);
+        }
+    }
 }
 
 /// `pre = W x + b` for one sample, from the rows of `W^T` picked by the non-zero inputs.
@@ -384,8 +426,7 @@ fn conv_backward(
     let s = block.spec;
     let conv = &block.conv;
     let t = span(Slot::Layer(layer, Phase::InputGradient));
-    block.pool().backward(c.grad_pooled, c.argmax, c.grad_act);
-    tanh_backward::<Fixed>(c.grad_act, grad_frac, c.act, c.delta);
+    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, c.argmax, c.delta);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     let (grad_w, grad_b) = s.params_mut(grads);
     let patch_limit = input_limit(s.input_frac);

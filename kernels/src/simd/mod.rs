@@ -135,23 +135,39 @@ mod platform {
 
     #[inline]
     pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
-        let chunks = src.len() / 8;
-        for i in 0..chunks {
-            // SAFETY: both slices have the same length (asserted by the caller) and
-            // `8 * i + 8 <= chunks * 8 <= len`; `ld1`/`st1` of `.8h` need only 2-byte alignment.
-            unsafe {
-                core::arch::asm!(
-                    "ld1 {{{v:v}.8h}}, [{s}]",
-                    "st1 {{{v:v}.8h}}, [{d}]",
-                    v = out(vreg) _,
-                    s = in(reg) src.as_ptr().add(8 * i),
-                    d = in(reg) dst.as_mut_ptr().add(8 * i),
-                    options(nostack, preserves_flags)
-                );
-            }
-        }
-        for (d, &v) in dst[8 * chunks..].iter_mut().zip(&src[8 * chunks..]) {
-            *d = v;
+        // SAFETY: both slices hold `src.len()` values (asserted by the caller); the loop moves
+        // exactly that many, 8, then 4, then 1 at a time, advancing both pointers; `ld1`/`st1` and
+        // `ldrh`/`strh` need only 2-byte alignment. Written in `asm!` because LLVM turns any copy
+        // loop back into a `memcpy` call.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "cmp {n}, #8",
+                "b.lo 3f",
+                "ld1 {{{v:v}.8h}}, [{s}], #16",
+                "st1 {{{v:v}.8h}}, [{d}], #16",
+                "sub {n}, {n}, #8",
+                "b 2b",
+                "3:",
+                "cmp {n}, #4",
+                "b.lo 4f",
+                "ld1 {{{v:v}.4h}}, [{s}], #8",
+                "st1 {{{v:v}.4h}}, [{d}], #8",
+                "sub {n}, {n}, #4",
+                "4:",
+                "cbz {n}, 5f",
+                "ldrh {w:w}, [{s}], #2",
+                "strh {w:w}, [{d}], #2",
+                "sub {n}, {n}, #1",
+                "b 4b",
+                "5:",
+                n = inout(reg) src.len() => _,
+                s = inout(reg) src.as_ptr() => _,
+                d = inout(reg) dst.as_mut_ptr() => _,
+                v = out(vreg) _,
+                w = out(reg) _,
+                options(nostack)
+            );
         }
     }
 
