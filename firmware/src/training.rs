@@ -103,9 +103,7 @@ pub fn batch_gradient<N: Network, const P: usize, const V: usize, const C: usize
     let _t = kernels::profile::span(kernels::profile::Slot::Reduce);
     let mut sum = core_states[0].lock();
     for other in core_states.iter().take(cores).skip(1) {
-        for (a, &b) in sum.grads.iter_mut().zip(other.lock().grads.iter()) {
-            *a += b;
-        }
+        kernels::simd::add_i64(&mut sum.grads, &other.lock().grads);
     }
     core_stats.map(|s| s.into_inner())
 }

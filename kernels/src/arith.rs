@@ -212,10 +212,15 @@ impl Arith for Fixed {
     }
     #[inline]
     fn tanh_backward(grad: i64, grad_frac: u32, y: i16) -> i16 {
-        let slope = tanh::tanh_slope_q(y) as i128;
-        let product = grad as i128 * slope; // grad_frac + 15 fraction bits
-        let delta = fixed::rescale_i128(product, grad_frac + ACT_FRAC, DELTA_FRAC);
-        fixed::saturate_i16(delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+        let from = grad_frac + ACT_FRAC;
+        if from > DELTA_FRAC && from - DELTA_FRAC <= 61 && grad.unsigned_abs() < 1 << 47 {
+            // The common case in 64 bits, with the same value as the 128-bit path below: the slope
+            // is at most 2^15, so |grad * slope| < 2^62, and the rounding term is at most 2^60, so
+            // nothing overflows.
+            let product = grad * tanh::tanh_slope_q(y) as i64;
+            return fixed::saturate_i16(fixed::rescale(product, from, DELTA_FRAC));
+        }
+        tanh_backward_wide(grad, grad_frac, y)
     }
     fn acc_to_f64(acc: i64, frac: u32) -> f64 {
         fixed::to_f64(acc, frac)
@@ -287,6 +292,17 @@ impl Arith for Fixed {
             *w = fixed::saturate_i32(*w as i64 + *m as i64);
         }
     }
+}
+
+/// [`Fixed`]'s tanh backward for every input, in 128 bits: the definition its 64-bit common case is
+/// tested against. Kept out of line so that the compiler does not compute both paths for every call.
+#[cold]
+#[inline(never)]
+fn tanh_backward_wide(grad: i64, grad_frac: u32, y: i16) -> i16 {
+    let slope = tanh::tanh_slope_q(y) as i128;
+    let product = grad as i128 * slope; // grad_frac + 15 fraction bits
+    let delta = fixed::rescale_i128(product, grad_frac + ACT_FRAC, DELTA_FRAC);
+    fixed::saturate_i16(delta.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
 }
 
 /// The f32 reference arithmetic. Sums are in `f32` in a fixed order, transcendental functions come
@@ -425,6 +441,26 @@ mod tests {
         assert_eq!(m, [0]);
         Fixed::sgd_step(&fixed_sgd(), &mut w, &mut m, &[0], 15, 64, true);
         assert!(m[0] < 0);
+    }
+
+    #[test]
+    fn tanh_backward_in_64_bits_is_the_128_bit_definition() {
+        let mut rng = crate::rng::Rng::new(7);
+        let edge = 1i64 << 47;
+        let fixed_points = [0, 1, -1, edge - 1, edge, edge + 1, i64::MAX, i64::MIN + 1, i64::MIN];
+        let edges = fixed_points.into_iter().flat_map(|g| [g, g.wrapping_neg()]);
+        let random = (0..200).map(|_| (rng.next_u64() as i64) >> (rng.next_u64() % 64));
+        for grad in edges.chain(random) {
+            for y in [0, 1, -1, 12345, -20000, 32767, -32767] {
+                for grad_frac in 0..=60 {
+                    assert_eq!(
+                        Fixed::tanh_backward(grad, grad_frac, y),
+                        tanh_backward_wide(grad, grad_frac, y),
+                        "grad {grad} at {grad_frac} fraction bits, y {y}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::copy_i16;
+use crate::simd::{add_i64, copy_i16};
 use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
 use crate::train::BatchStats;
@@ -298,31 +298,35 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
     im2col(block, input, c.patches);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     let filters = s.weights(w.working).chunks_exact(k_len);
-    let biases = s.biases(w.master);
-    for (co, ((filter, &bias), pre)) in filters.zip(biases).zip(c.pre.chunks_exact_mut(positions)).enumerate()
-    {
+    for (co, (filter, pre)) in filters.zip(c.pre.chunks_exact_mut(positions)).enumerate() {
         let ends = &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
         gather_axpy(pre, Write::Set, c.patches_t, c.row_offsets, filter, ends);
-        let bias = Fixed::bias(bias, s.acc_frac());
-        for p in pre.iter_mut() {
-            *p += bias;
-        }
     }
-    pool_then_tanh(block, c.pre, s.acc_frac(), c.pooled, c.argmax);
+    pool_then_tanh(block, c.pre, s.biases(w.master), s.acc_frac(), c.pooled, c.argmax);
 }
 
-/// `max-pool(tanh(pre))` with the definition's winners, from about a third of the tanh
-/// evaluations. tanh (with its rounding into Q3.12 and the table) is monotonic, so a window's
+/// `max-pool(tanh(pre + bias))` with the definition's winners, from about a third of the tanh
+/// evaluations. `pre` is without the channel's bias: adding one constant to a window keeps its
+/// order, so the bias is added only to the values tanh is taken of. tanh (with its rounding into Q3.12 and the table) is monotonic, so a window's
 /// largest output is the tanh of its largest pre-activation `m`. The definition takes the first
 /// position (in window order) whose *output* is largest; an earlier position can tie with `m` only
 /// through the rounding, so exactly those earlier positions are evaluated. Only winners' outputs
 /// are ever read again (the backward pass gives every other position a zero delta), so no other
 /// output is stored.
-fn pool_then_tanh(block: &ConvBlock, pre: &[i64], acc_frac: u32, pooled: &mut [i16], argmax: &mut [u32]) {
+fn pool_then_tanh(
+    block: &ConvBlock,
+    pre: &[i64],
+    biases: &[i32],
+    acc_frac: u32,
+    pooled: &mut [i16],
+    argmax: &mut [u32],
+) {
     let c = &block.conv;
     let (in_h, in_w) = (c.out_h(), c.out_w());
     let mut o = 0;
-    for ch in 0..c.out_ch {
+    for (ch, &bias) in biases.iter().enumerate().take(c.out_ch) {
+        let bias = Fixed::bias(bias, acc_frac);
+        let tanh = |v: i64| Fixed::tanh(v + bias, acc_frac);
         for y in 0..in_h / 2 {
             for x in 0..in_w / 2 {
                 let top = (ch * in_h + 2 * y) * in_w + 2 * x;
@@ -333,8 +337,8 @@ fn pool_then_tanh(block: &ConvBlock, pre: &[i64], acc_frac: u32, pooled: &mut [i
                         m = i;
                     }
                 }
-                let best = Fixed::tanh(pre[window[m]], acc_frac);
-                let first = (0..m).find(|&i| Fixed::tanh(pre[window[i]], acc_frac) == best).unwrap_or(m);
+                let best = tanh(pre[window[m]]);
+                let first = (0..m).find(|&i| tanh(pre[window[i]]) == best).unwrap_or(m);
                 pooled[o] = best;
                 argmax[o] = window[first] as u32;
                 o += 1;
@@ -473,10 +477,8 @@ fn col2im_add(block: &ConvBlock, p: usize, patch_grad: &[i64], grad_in: &mut [i6
     let (oy, ox) = (p / c.out_w(), p % c.out_w());
     for (tap_rows, ci) in patch_grad.chunks_exact(KERNEL * KERNEL).zip(0..c.in_ch) {
         for (ky, row) in tap_rows.chunks_exact(KERNEL).enumerate() {
-            let dst = &mut grad_in[(ci * c.in_h + oy + ky) * c.in_w + ox..][..KERNEL];
-            for (g, &v) in dst.iter_mut().zip(row) {
-                *g += v;
-            }
+            let at = (ci * c.in_h + oy + ky) * c.in_w + ox;
+            add_i64(&mut grad_in[at..at + KERNEL], row);
         }
     }
 }
