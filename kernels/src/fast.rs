@@ -25,9 +25,9 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::{add_i64, copy_i16};
 use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
+use crate::simd::{add_i64, copy_i16};
 use crate::train::BatchStats;
 use crate::{Arith, Fixed};
 
