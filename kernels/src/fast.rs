@@ -27,7 +27,7 @@ use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
 use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
-use crate::simd::{add_i64, copy_i16};
+use crate::simd::{add_i64, copy_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{Arith, Fixed};
 
@@ -234,25 +234,8 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
     for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
         let inputs = block.dense.inputs;
         let weights = block.spec.weights(w.working);
-        transpose(weights, inputs, d.weights_t);
+        transpose_i16(weights, inputs, d.weights_t);
         d.weight_limit = max_abs(weights);
-    }
-}
-
-/// `to[i][j] = from[j][i]` for `from` with rows of `columns` values, in 8 x 8 blocks so that both
-/// sides stay in few cache lines.
-fn transpose(from: &[i16], columns: usize, to: &mut [i16]) {
-    const B: usize = 8;
-    let rows = from.len() / columns;
-    for j0 in (0..rows).step_by(B) {
-        for i0 in (0..columns).step_by(B) {
-            for j in j0..(j0 + B).min(rows) {
-                let src = &from[j * columns..][i0..(i0 + B).min(columns)];
-                for (i, &v) in (i0..).zip(src) {
-                    to[i * rows + j] = v;
-                }
-            }
-        }
     }
 }
 

@@ -54,6 +54,45 @@ pub fn add_i64(dst: &mut [i64], src: &[i64]) {
     platform::add_i64(dst, src)
 }
 
+/// `to[i * rows + j] = from[j * columns + i]`: the transpose of a row-major matrix of `columns`
+/// columns (the dense layers' `W^T`, once per call). aarch64 moves 8 x 8 blocks through NEON
+/// registers (`trn1`/`trn2` at 16, 32 and 64 bits: 40 instructions per 64 values, where the scalar
+/// loop takes about ten per value on the strict-align target); the ragged edges and other
+/// platforms use [`transpose_i16_scalar`].
+pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
+    assert!(columns > 0 && from.len().is_multiple_of(columns), "transpose of a ragged matrix");
+    assert_eq!(from.len(), to.len(), "transpose into a buffer of another size");
+    platform::transpose_i16(from, columns, to)
+}
+
+/// The portable definition of [`transpose_i16`], in 8 x 8 blocks so that both sides stay in few
+/// cache lines.
+pub fn transpose_i16_scalar(from: &[i16], columns: usize, to: &mut [i16]) {
+    transpose_rect(from, columns, to, 0..from.len() / columns, 0..columns);
+}
+
+/// The transpose restricted to `rows` x `cols` of the source (the edges of the vector path).
+fn transpose_rect(
+    from: &[i16],
+    columns: usize,
+    to: &mut [i16],
+    rows: core::ops::Range<usize>,
+    cols: core::ops::Range<usize>,
+) {
+    const B: usize = 8;
+    let all_rows = from.len() / columns;
+    for j0 in rows.clone().step_by(B) {
+        for i0 in cols.clone().step_by(B) {
+            for j in j0..(j0 + B).min(rows.end) {
+                let src = &from[j * columns..][i0..(i0 + B).min(cols.end)];
+                for (i, &v) in (i0..).zip(src) {
+                    to[i * all_rows + j] = v;
+                }
+            }
+        }
+    }
+}
+
 /// The portable definition of [`add_i64`].
 pub fn add_i64_scalar(dst: &mut [i64], src: &[i64]) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -87,6 +126,7 @@ mod platform {
     }
 
     pub use super::add_i64_scalar as add_i64;
+    pub use super::transpose_i16_scalar as transpose_i16;
 
     const LANES: usize = 8;
 
@@ -225,6 +265,77 @@ mod platform {
         }
     }
 
+    pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
+        const B: usize = 8;
+        let rows = from.len() / columns;
+        let (full_rows, full_cols) = (rows / B * B, columns / B * B);
+        for j0 in (0..full_rows).step_by(B) {
+            for i0 in (0..full_cols).step_by(B) {
+                // SAFETY: the block reads rows j0..j0+8 of `from` at columns i0..i0+8 and writes
+                // rows i0..i0+8 of `to` (rows of `rows` values) at columns j0..j0+8; j0 + 8 <= rows
+                // and i0 + 8 <= columns, and `to` holds columns * rows values (asserted by the
+                // caller), so every access is inside its slice. `ld1`/`st1` `.8h` need only 2-byte
+                // alignment.
+                unsafe {
+                    core::arch::asm!(
+                        "ld1 {{v0.8h}}, [{s}], {ss}",
+                        "ld1 {{v1.8h}}, [{s}], {ss}",
+                        "ld1 {{v2.8h}}, [{s}], {ss}",
+                        "ld1 {{v3.8h}}, [{s}], {ss}",
+                        "ld1 {{v4.8h}}, [{s}], {ss}",
+                        "ld1 {{v5.8h}}, [{s}], {ss}",
+                        "ld1 {{v6.8h}}, [{s}], {ss}",
+                        "ld1 {{v7.8h}}, [{s}], {ss}",
+                        // 16-bit pairs, then 32-bit pairs, then 64-bit halves.
+                        "trn1 v16.8h, v0.8h, v1.8h",
+                        "trn2 v17.8h, v0.8h, v1.8h",
+                        "trn1 v18.8h, v2.8h, v3.8h",
+                        "trn2 v19.8h, v2.8h, v3.8h",
+                        "trn1 v20.8h, v4.8h, v5.8h",
+                        "trn2 v21.8h, v4.8h, v5.8h",
+                        "trn1 v22.8h, v6.8h, v7.8h",
+                        "trn2 v23.8h, v6.8h, v7.8h",
+                        "trn1 v0.4s, v16.4s, v18.4s",
+                        "trn2 v2.4s, v16.4s, v18.4s",
+                        "trn1 v1.4s, v17.4s, v19.4s",
+                        "trn2 v3.4s, v17.4s, v19.4s",
+                        "trn1 v4.4s, v20.4s, v22.4s",
+                        "trn2 v6.4s, v20.4s, v22.4s",
+                        "trn1 v5.4s, v21.4s, v23.4s",
+                        "trn2 v7.4s, v21.4s, v23.4s",
+                        "trn1 v16.2d, v0.2d, v4.2d",
+                        "trn1 v17.2d, v1.2d, v5.2d",
+                        "trn1 v18.2d, v2.2d, v6.2d",
+                        "trn1 v19.2d, v3.2d, v7.2d",
+                        "trn2 v20.2d, v0.2d, v4.2d",
+                        "trn2 v21.2d, v1.2d, v5.2d",
+                        "trn2 v22.2d, v2.2d, v6.2d",
+                        "trn2 v23.2d, v3.2d, v7.2d",
+                        "st1 {{v16.8h}}, [{d}], {ds}",
+                        "st1 {{v17.8h}}, [{d}], {ds}",
+                        "st1 {{v18.8h}}, [{d}], {ds}",
+                        "st1 {{v19.8h}}, [{d}], {ds}",
+                        "st1 {{v20.8h}}, [{d}], {ds}",
+                        "st1 {{v21.8h}}, [{d}], {ds}",
+                        "st1 {{v22.8h}}, [{d}], {ds}",
+                        "st1 {{v23.8h}}, [{d}], {ds}",
+                        s = inout(reg) from.as_ptr().add(j0 * columns + i0) => _,
+                        ss = in(reg) columns * 2,
+                        d = inout(reg) to.as_mut_ptr().add(i0 * rows + j0) => _,
+                        ds = in(reg) rows * 2,
+                        out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                        out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                        out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                        out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+                        options(nostack)
+                    );
+                }
+            }
+        }
+        super::transpose_rect(from, columns, to, 0..full_rows, full_cols..columns);
+        super::transpose_rect(from, columns, to, full_rows..rows, 0..columns);
+    }
+
     const LANES: usize = 8;
 
     #[inline]
@@ -273,6 +384,7 @@ mod platform {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
+    pub use super::transpose_i16_scalar as transpose_i16;
     pub use super::{add_i64_scalar as add_i64, axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
 
     pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
@@ -353,6 +465,29 @@ mod tests {
             copy_i16(&mut dst[..n], &src[..n]);
             assert_eq!(&dst[..n], &src[..n]);
             assert!(dst[n..].iter().all(|&v| v == 7), "length {n} wrote past the end");
+        }
+    }
+
+    #[test]
+    fn transpose_matches_scalar_at_every_shape() {
+        let mut rng = Rng::new(11);
+        let mut from = [0i16; 23 * 19];
+        for v in from.iter_mut() {
+            *v = rng.next_u64() as i16;
+        }
+        for rows in 1..=23 {
+            for columns in 1..=19 {
+                let n = rows * columns;
+                let (mut fast, mut scalar) = ([0i16; 23 * 19], [0i16; 23 * 19]);
+                transpose_i16(&from[..n], columns, &mut fast[..n]);
+                transpose_i16_scalar(&from[..n], columns, &mut scalar[..n]);
+                assert_eq!(fast, scalar, "{rows} x {columns}");
+                for j in 0..rows {
+                    for i in 0..columns {
+                        assert_eq!(scalar[i * rows + j], from[j * columns + i], "{rows} x {columns}");
+                    }
+                }
+            }
         }
     }
 
