@@ -73,6 +73,13 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
 
     /// The working copy of a master parameter, in `frac` fraction bits.
     fn working(p: Self::Param, frac: u32) -> Self::Val;
+    /// [`Arith::working`] of every parameter of a slice (once per step: an implementation may
+    /// convert many at a time, to the same values).
+    fn to_working(master: &[Self::Param], frac: u32, working: &mut [Self::Val]) {
+        for (v, &p) in working.iter_mut().zip(master) {
+            *v = Self::working(p, frac);
+        }
+    }
     /// A master bias added into an accumulator of `acc_frac` fraction bits.
     fn bias(p: Self::Param, acc_frac: u32) -> Self::Acc;
     /// A master parameter from a real number (initialisation, loading).
@@ -151,13 +158,7 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fixed;
 
-/// The optimizer constants in [`HYPER_FRAC`] fraction bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FixedSgd {
-    momentum: i64,
-    learning_rate: i64,
-    decay_step: i64,
-}
+pub use crate::sgd::FixedSgd;
 
 impl Arith for Fixed {
     type Val = i16;
@@ -188,6 +189,16 @@ impl Arith for Fixed {
     #[inline]
     fn working(p: i32, frac: u32) -> i16 {
         fixed::to_i16(p as i64, MASTER_FRAC, frac)
+    }
+    fn to_working(master: &[i32], frac: u32, working: &mut [i16]) {
+        match MASTER_FRAC.checked_sub(frac) {
+            Some(shift @ 1..=31) => simd::round_to_i16(master, shift, working),
+            _ => {
+                for (v, &p) in working.iter_mut().zip(master) {
+                    *v = Self::working(p, frac);
+                }
+            }
+        }
     }
     #[inline]
     fn bias(p: i32, acc_frac: u32) -> i64 {
@@ -261,9 +272,7 @@ impl Arith for Fixed {
         }
     }
 
-    /// With m, w in Q7.24, G in `grad_frac` bits and constants in `H = HYPER_FRAC` bits:
-    /// `m' = (M*m - D*w) / 2^H - L*G / (B * 2^(H - 24 + grad_frac))`, computed over one common
-    /// denominator `B * 2^e` in `i128` and rounded once.
+    /// See [`crate::sgd`]: the fused exact step, with the `i128` definition beside it.
     fn sgd_step(
         sgd: &FixedSgd,
         params: &mut [i32],
@@ -273,24 +282,7 @@ impl Arith for Fixed {
         batch: u32,
         decay: bool,
     ) {
-        assert!(params.len() == momentum.len() && params.len() == grads.len());
-        assert!(batch > 0, "an update needs at least one sample");
-        let gradient_scale = HYPER_FRAC - MASTER_FRAC + grad_frac; // denominator exponent of the G term
-        let e = HYPER_FRAC.max(gradient_scale);
-        let decay_step = if decay { sgd.decay_step as i128 } else { 0 };
-        let batch = batch as i128;
-        let half = (batch << e) / 2;
-        for ((w, m), &g) in params.iter_mut().zip(momentum.iter_mut()).zip(grads) {
-            let kept = sgd.momentum as i128 * *m as i128 - decay_step * *w as i128;
-            let numerator = ((kept * batch) << (e - HYPER_FRAC))
-                - ((sgd.learning_rate as i128 * g as i128) << (e - gradient_scale));
-            // floor(floor(x / 2^e) / B) == floor(x / (B * 2^e)): the shift is exact floor division,
-            // leaving only a 64-bit division by the batch size.
-            let shifted = ((numerator + half) >> e) as i64;
-            let new_m = shifted.div_euclid(batch as i64);
-            *m = fixed::saturate_i32(new_m);
-            *w = fixed::saturate_i32(*w as i64 + *m as i64);
-        }
+        crate::sgd::sgd_step(sgd, params, momentum, grads, grad_frac, batch, decay)
     }
 }
 

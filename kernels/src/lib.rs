@@ -35,6 +35,7 @@ pub mod models;
 pub mod network;
 pub mod profile;
 pub mod rng;
+pub mod sgd;
 pub mod simd;
 pub mod tanh;
 pub mod train;

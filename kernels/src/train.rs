@@ -36,9 +36,7 @@ pub fn refresh_working<N: Network, A: Arith>(master: &[A::Param], working: &mut 
     assert!(master.len() == N::PARAMS && working.len() == N::PARAMS);
     for layer in N::LAYERS {
         let range = layer.weight_range();
-        for (v, &p) in working[range.clone()].iter_mut().zip(&master[range]) {
-            *v = A::working(p, layer.weight_frac);
-        }
+        A::to_working(&master[range.clone()], layer.weight_frac, &mut working[range]);
         // Biases are read from the master copy; their working slots stay zero.
     }
 }

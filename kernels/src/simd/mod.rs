@@ -93,6 +93,24 @@ fn transpose_rect(
     }
 }
 
+/// `to[i] = saturate_i16(round(from[i] / 2^shift))`, rounding half up (the rule of
+/// [`crate::fixed::rescale`]), for `shift` in `1..=31`: the master weights' conversion into the
+/// working format, once per step. aarch64 converts eight at a time (`srshl` by `-shift` adds the
+/// half and shifts in full precision, `sqxtn` narrows with saturation, `smax` keeps the range
+/// symmetric); the rest and other platforms use [`round_to_i16_scalar`].
+pub fn round_to_i16(from: &[i32], shift: u32, to: &mut [i16]) {
+    assert_eq!(from.len(), to.len(), "conversion into a buffer of another size");
+    assert!((1..=31).contains(&shift), "a rounding shift of 1 to 31 bits");
+    platform::round_to_i16(from, shift, to)
+}
+
+/// The portable definition of [`round_to_i16`].
+pub fn round_to_i16_scalar(from: &[i32], shift: u32, to: &mut [i16]) {
+    for (t, &f) in to.iter_mut().zip(from) {
+        *t = crate::fixed::to_i16(f as i64, shift, 0);
+    }
+}
+
 /// The portable definition of [`add_i64`].
 pub fn add_i64_scalar(dst: &mut [i64], src: &[i64]) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -118,6 +136,7 @@ fn no_min_values(v: &[i16]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
+    pub use super::round_to_i16_scalar as round_to_i16;
     use core::arch::x86_64::*;
 
     #[inline]
@@ -336,6 +355,44 @@ mod platform {
         super::transpose_rect(from, columns, to, full_rows..rows, 0..columns);
     }
 
+    pub fn round_to_i16(from: &[i32], shift: u32, to: &mut [i16]) {
+        let whole = from.len() / 8 * 8;
+        // SAFETY: both slices hold `from.len()` values (asserted by the caller); the loop reads
+        // `whole` values of `from` and writes as many of `to`, eight at a time, advancing both
+        // pointers; `ld1` `.4s` needs 4-byte and `st1` `.8h` 2-byte alignment, which the slices have.
+        unsafe {
+            core::arch::asm!(
+                "dup {k:v}.4s, {neg:w}",
+                "dup {floor:v}.8h, {min:w}",
+                "2:",
+                "cbz {n}, 3f",
+                "ld1 {{{a:v}.4s}}, [{s}], #16",
+                "ld1 {{{b:v}.4s}}, [{s}], #16",
+                "srshl {a:v}.4s, {a:v}.4s, {k:v}.4s",
+                "srshl {b:v}.4s, {b:v}.4s, {k:v}.4s",
+                "sqxtn {r:v}.4h, {a:v}.4s",
+                "sqxtn2 {r:v}.8h, {b:v}.4s",
+                "smax {r:v}.8h, {r:v}.8h, {floor:v}.8h",
+                "st1 {{{r:v}.8h}}, [{d}], #16",
+                "sub {n}, {n}, #8",
+                "b 2b",
+                "3:",
+                n = inout(reg) whole => _,
+                s = inout(reg) from.as_ptr() => _,
+                d = inout(reg) to.as_mut_ptr() => _,
+                neg = in(reg) -(shift as i32),
+                min = in(reg) -(i16::MAX as i32),
+                k = out(vreg) _,
+                floor = out(vreg) _,
+                a = out(vreg) _,
+                b = out(vreg) _,
+                r = out(vreg) _,
+                options(nostack)
+            );
+        }
+        super::round_to_i16_scalar(&from[whole..], shift, &mut to[whole..]);
+    }
+
     const LANES: usize = 8;
 
     #[inline]
@@ -384,6 +441,7 @@ mod platform {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
+    pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::transpose_i16_scalar as transpose_i16;
     pub use super::{add_i64_scalar as add_i64, axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
 
@@ -489,6 +547,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rounding_conversion_matches_scalar_at_every_length_and_shift() {
+        let mut rng = Rng::new(13);
+        let edges = [0, 1, -1, i32::MAX, i32::MIN, 1 << 23, -(1 << 23), (1 << 23) - 1, -(1 << 23) + 1];
+        let from: [i32; 40] = core::array::from_fn(|i| {
+            edges.get(i).copied().unwrap_or_else(|| (rng.next_u64() as i32) >> (i % 24))
+        });
+        for n in 0..=from.len() {
+            for shift in 1..=31 {
+                let (mut fast, mut scalar) = ([7i16; 40], [7i16; 40]);
+                round_to_i16(&from[..n], shift, &mut fast[..n]);
+                round_to_i16_scalar(&from[..n], shift, &mut scalar[..n]);
+                assert_eq!(fast, scalar, "{n} values, shift {shift}");
+            }
+        }
+        let mut out = [0i16; 4];
+        round_to_i16_scalar(&[3 << 8, -(3 << 8) + 128, i32::MAX, i32::MIN], 9, &mut out);
+        assert_eq!(out, [2, -1, 32767, -32767], "half up, saturated to the symmetric range");
     }
 
     #[test]
