@@ -10,7 +10,7 @@ use core::fmt::Debug;
 use core::ops::{Add, AddAssign};
 
 use crate::blocks::ConvNet;
-use crate::fixed::{self, ACT_FRAC, DELTA_FRAC, HYPER_FRAC, MASTER_FRAC, TANH_IN_FRAC};
+use crate::fixed::{self, ACT_FRAC, DELTA_FRAC, HYPER_FRAC, MASTER_FRAC};
 use crate::network::{ScratchMut, Weights};
 use crate::simd;
 use crate::tanh;
@@ -219,7 +219,7 @@ impl Arith for Fixed {
     }
     #[inline]
     fn tanh(acc: i64, acc_frac: u32) -> i16 {
-        tanh::tanh_q(fixed::to_i16(acc, acc_frac, TANH_IN_FRAC))
+        tanh::tanh_q(tanh::tanh_input(acc, acc_frac))
     }
     #[inline]
     fn tanh_backward(grad: i64, grad_frac: u32, y: i16) -> i16 {

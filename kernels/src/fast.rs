@@ -29,7 +29,7 @@ use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
 use crate::simd::{add_i64, copy_i16, transpose_i16};
 use crate::train::BatchStats;
-use crate::{Arith, Fixed};
+use crate::{tanh, Arith, Fixed};
 
 /// Samples whose dense weight gradients are summed in one pass.
 pub const BLOCK: usize = 64;
@@ -257,74 +257,69 @@ fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
     }
 }
 
-/// `patches[p][k]`: the im2col matrix, one row per output position (the same matrix as
-/// [`crate::layers::Conv5x5::im2col`], with [`copy_i16`] instead of `memcpy` calls).
-fn im2col(block: &ConvBlock, input: &[i16], patches: &mut [i16]) {
-    use crate::layers::conv::KERNEL;
-    let c = &block.conv;
-    let out_w = c.out_w();
-    for (p, row) in patches.chunks_exact_mut(c.patch_len()).enumerate() {
-        let (oy, ox) = (p / out_w, p % out_w);
-        for (ci, taps) in row.chunks_exact_mut(KERNEL * KERNEL).enumerate() {
-            for (ky, dst) in taps.chunks_exact_mut(KERNEL).enumerate() {
-                let src = (ci * c.in_h + oy + ky) * c.in_w + ox;
-                copy_i16(dst, &input[src..src + KERNEL]);
-            }
-        }
-    }
-}
-
 fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut ConvSpace<'_>) {
     let s = block.spec;
     let conv = &block.conv;
-    im2col_t(block, input, c.patches_t);
-    im2col(block, input, c.patches);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
+    im2col_t(block, input, c.patches_t);
+    // The im2col matrix itself (`patches[p][k]`, one row per output position, the weight
+    // gradient's rows) is the transpose, moved in 8 x 8 blocks instead of 5-value copies.
+    transpose_i16(c.patches_t, positions, c.patches);
     let filters = s.weights(w.working).chunks_exact(k_len);
     for (co, (filter, pre)) in filters.zip(c.pre.chunks_exact_mut(positions)).enumerate() {
         let ends = &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
         gather_axpy(pre, Write::Set, c.patches_t, c.row_offsets, filter, ends);
     }
-    pool_then_tanh(block, c.pre, s.biases(w.master), s.acc_frac(), c.pooled, c.argmax);
+    pool_then_tanh(&block.conv, c.pre, s.biases(w.master), s.acc_frac(), c.pooled, c.argmax);
 }
 
-/// `max-pool(tanh(pre + bias))` with the definition's winners, from about a third of the tanh
-/// evaluations. `pre` is without the channel's bias: adding one constant to a window keeps its
-/// order, so the bias is added only to the values tanh is taken of. tanh (with its rounding into Q3.12 and the table) is monotonic, so a window's
-/// largest output is the tanh of its largest pre-activation `m`. The definition takes the first
-/// position (in window order) whose *output* is largest; an earlier position can tie with `m` only
-/// through the rounding, so exactly those earlier positions are evaluated. Only winners' outputs
-/// are ever read again (the backward pass gives every other position a zero delta), so no other
-/// output is stored.
+/// `max-pool(tanh(pre + bias))` with the definition's winners, taking tanh of one value in four.
+/// `pre` is without the channel's bias: adding one constant to a window keeps its order, so the
+/// bias is added only to the values tanh is taken of. tanh (its rounding into Q3.12, then the
+/// table) is monotonic, so a window's largest output is the tanh of its largest pre-activation,
+/// at its first position `m`. The definition takes the first position (in window order) whose
+/// *output* is largest; an earlier position `i` has a smaller pre-activation, so it ties only
+/// through the rounding: when its Q3.12 input equals `m`'s, or, outside the range where tanh is
+/// strictly increasing ([`tanh::STRICT_LIMIT`]), when the table gives the same output; only then
+/// is its tanh computed. Only winners' outputs are read again (the backward pass gives every
+/// other position a zero delta), so no other output is stored.
 fn pool_then_tanh(
-    block: &ConvBlock,
+    c: &crate::layers::Conv5x5,
     pre: &[i64],
     biases: &[i32],
     acc_frac: u32,
     pooled: &mut [i16],
     argmax: &mut [u32],
 ) {
-    let c = &block.conv;
     let (in_h, in_w) = (c.out_h(), c.out_w());
-    let mut o = 0;
-    for (ch, &bias) in biases.iter().enumerate().take(c.out_ch) {
+    let strict = -tanh::STRICT_LIMIT + 1..=tanh::STRICT_LIMIT;
+    let mut outputs = pooled.iter_mut().zip(argmax.iter_mut());
+    for (ch, (&bias, channel)) in biases.iter().zip(pre.chunks_exact(in_h * in_w)).enumerate() {
         let bias = Fixed::bias(bias, acc_frac);
-        let tanh = |v: i64| Fixed::tanh(v + bias, acc_frac);
-        for y in 0..in_h / 2 {
-            for x in 0..in_w / 2 {
-                let top = (ch * in_h + 2 * y) * in_w + 2 * x;
-                let window = [top, top + 1, top + in_w, top + in_w + 1];
+        let input = |v: i64| tanh::tanh_input(v + bias, acc_frac);
+        for (y, rows) in channel.chunks_exact(2 * in_w).enumerate() {
+            let (top, bottom) = rows.split_at(in_w);
+            for (x, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).enumerate() {
+                let window = [t[0], t[1], b[0], b[1]];
                 let mut m = 0;
                 for i in 1..4 {
-                    if pre[window[i]] > pre[window[m]] {
+                    if window[i] > window[m] {
                         m = i;
                     }
                 }
-                let best = tanh(pre[window[m]]);
-                let first = (0..m).find(|&i| tanh(pre[window[i]]) == best).unwrap_or(m);
-                pooled[o] = best;
-                argmax[o] = window[first] as u32;
-                o += 1;
+                let q = input(window[m]);
+                let best = tanh::tanh_q(q);
+                let flat = !strict.contains(&q);
+                let first = (0..m)
+                    .find(|&i| {
+                        let earlier = input(window[i]);
+                        earlier == q || (flat && tanh::tanh_q(earlier) == best)
+                    })
+                    .unwrap_or(m);
+                let (dy, dx) = (first / 2, first % 2);
+                let (out, at) = outputs.next().expect("one output per window");
+                *out = best;
+                *at = ((ch * in_h + 2 * y + dy) * in_w + 2 * x + dx) as u32;
             }
         }
     }
@@ -590,4 +585,57 @@ pub(crate) fn evaluate<'s, const D: usize>(
         stats.record(&outcome, label);
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::pool::MaxPool2;
+    use crate::layers::Conv5x5;
+    use crate::rng::Rng;
+
+    /// [`pool_then_tanh`] against the definition (tanh of every position plus its bias, then the
+    /// pool's first maximum), on windows built to tie: neighbours a rounding step apart inside the
+    /// strict range, equal values, and values deep in tanh's flat tails.
+    #[test]
+    fn pool_then_tanh_keeps_the_definitions_winners() {
+        let conv = Conv5x5 { in_ch: 1, out_ch: 3, in_h: 20, in_w: 20 }; // 16 x 16 outputs
+        let acc_frac = 27; // Q3.12 inputs step every 2^15 accumulator units
+        let step = 1i64 << (acc_frac - 12);
+        let biases = [0, 1 << 20, -(3 << 24)]; // Q7.24: 0, 1/16, -3
+        let mut rng = Rng::new(21);
+        let mut pre = [0i64; 3 * 256];
+        for window in pre.chunks_exact_mut(4) {
+            let centre = match rng.below(4) {
+                0 => 0,
+                1 => (rng.below(2 * 4096) as i64 - 4096) * step, // |x| < 1: strict
+                2 => (rng.below(2 * 32767) as i64 - 32767) * step, // anywhere
+                _ => (rng.below(2) as i64 * 2 - 1) * (30_000 + rng.below(3000) as i64) * step, // flat tails
+            };
+            for v in window.iter_mut() {
+                // within a few rounding steps, often inside the same one
+                *v = centre + (rng.below(5) as i64 - 2) * step / 2 + rng.below(3) as i64 - 1;
+            }
+        }
+        // The values were drawn per group of four; the windows are 2 x 2, so the groups straddle
+        // two windows each, and both kinds of neighbour occur.
+        let (mut pooled, mut argmax) = ([0i16; 192], [0u32; 192]);
+        pool_then_tanh(&conv, &pre, &biases, acc_frac, &mut pooled, &mut argmax);
+        let mut act = [0i16; 3 * 256];
+        for (ch, (a, p)) in act.chunks_exact_mut(256).zip(pre.chunks_exact(256)).enumerate() {
+            for (o, &v) in a.iter_mut().zip(p) {
+                *o = Fixed::tanh(v + Fixed::bias(biases[ch], acc_frac), acc_frac);
+            }
+        }
+        let (mut want, mut want_at) = ([0i16; 192], [0u32; 192]);
+        MaxPool2 { ch: 3, in_h: 16, in_w: 16 }.forward(&act, &mut want, &mut want_at);
+        assert_eq!(pooled, want);
+        assert_eq!(argmax, want_at);
+        let ties = (0..192).filter(|&o| {
+            let at = want_at[o] as usize;
+            let top = at - at % 2 - (at / 16 % 2) * 16;
+            [top, top + 1, top + 16, top + 17].iter().filter(|&&i| act[i] == want[o]).count() > 1
+        });
+        assert!(ties.count() > 20, "the test builds ties");
+    }
 }

@@ -19,6 +19,27 @@ include!(concat!(env!("OUT_DIR"), "/tanh_table.rs"));
 /// Fraction bits of the table step (2^-6) in a Q3.12 input: 12 - 6.
 const STEP_BITS: u32 = 6;
 
+/// An accumulator of `acc_frac` fraction bits as tanh's Q3.12 input: rounded half up and
+/// saturated (pre-activations beyond (-8, 8) saturate there, where tanh is flat anyway).
+#[inline]
+pub fn tanh_input(acc: i64, acc_frac: u32) -> i16 {
+    crate::fixed::to_i16(acc, acc_frac, crate::fixed::TANH_IN_FRAC)
+}
+
+/// [`tanh_q`] is strictly increasing on `-STRICT_LIMIT..=STRICT_LIMIT`: there, two different
+/// inputs never give the same output, so a max-pool over tanh outputs can find ties by comparing
+/// inputs. Within one table segment the interpolated outputs step by at least one for every input
+/// step exactly when the segment rises by at least 2^STEP_BITS (and across a segment's end when it
+/// rises by more than half that), so the limit is the start of the first flatter segment. tanh is
+/// odd, so the same holds on the negative side. (Asserted over every input below.)
+pub const STRICT_LIMIT: i16 = {
+    let mut i = 0;
+    while i + 1 < TANH_TABLE.len() && TANH_TABLE[i + 1] - TANH_TABLE[i] >= 1 << STEP_BITS {
+        i += 1;
+    }
+    (i << STEP_BITS) as i16
+};
+
 /// tanh of a Q3.12 input, in Q0.15.
 #[inline]
 pub fn tanh_q(x: i16) -> i16 {
@@ -81,6 +102,19 @@ mod tests {
             previous = y;
         }
         assert_eq!(tanh_q(0), 0);
+    }
+
+    #[test]
+    fn strictly_increasing_within_the_strict_limit_only() {
+        let limit = STRICT_LIMIT;
+        assert!(limit > 4096, "strict beyond |x| = 1 (limit {limit})");
+        for x in -limit + 1..=limit {
+            assert!(tanh_q(x - 1) < tanh_q(x), "flat at {x} inside the limit {limit}");
+        }
+        // Past the limit a step that does not change the output comes soon: the limit is tight
+        // to within one table segment.
+        let flat = (limit..limit + 2 * (1 << STEP_BITS)).any(|x| tanh_q(x) == tanh_q(x + 1));
+        assert!(flat, "no flat step just past {limit}");
     }
 
     #[test]
