@@ -27,7 +27,7 @@ use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
 use crate::simd::gather::{gather_axpy, Write};
 use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
-use crate::simd::{add_i64, copy_i16, transpose_i16};
+use crate::simd::{add_i64_array, copy_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
 
@@ -456,7 +456,8 @@ fn col2im_add(block: &ConvBlock, p: usize, patch_grad: &[i64], grad_in: &mut [i6
     for (tap_rows, ci) in patch_grad.chunks_exact(KERNEL * KERNEL).zip(0..c.in_ch) {
         for (ky, row) in tap_rows.chunks_exact(KERNEL).enumerate() {
             let at = (ci * c.in_h + oy + ky) * c.in_w + ox;
-            add_i64(&mut grad_in[at..at + KERNEL], row);
+            let dst: &mut [i64; KERNEL] = (&mut grad_in[at..at + KERNEL]).try_into().expect("a row of taps");
+            add_i64_array(dst, row.try_into().expect("a row of taps"));
         }
     }
 }

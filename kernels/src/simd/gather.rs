@@ -93,7 +93,7 @@ fn scalar_columns(
 /// the chunks end in order at the last term.
 fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[u32]) {
     assert_eq!(offsets.len(), coeffs.len(), "one offset per coefficient");
-    let last = offsets.iter().copied().max().map_or(0, |o| o as usize + columns);
+    let last = super::max_u32(offsets).map_or(0, |o| o as usize + columns);
     assert!(last <= rows.len(), "a term's row reaches past the matrix");
     assert_eq!(ends.last().map_or(0, |&e| e as usize), coeffs.len(), "the chunks end at the last term");
     debug_assert!(ends.windows(2).all(|w| w[0] < w[1]), "chunk ends increase");
@@ -134,8 +134,24 @@ mod platform {
             };
             first += 8;
         }
-        if first < out.len() {
-            scalar_columns(&mut out[first..], first, write, rows, offsets, coeffs);
+        if first == out.len() {
+            return;
+        }
+        if out.len() < 8 {
+            return scalar_columns(&mut out[first..], first, write, rows, offsets, coeffs);
+        }
+        // The last few columns: one more 8-column tile ending at the last column, over columns
+        // the tiles before it already did. Computed into its own buffer and only its new columns
+        // kept, so `Add` does not add the overlap twice (on the strict-align target this is much
+        // cheaper than the scalar code: one vector load and two `smlal` per term).
+        let start = out.len() - 8;
+        let mut last = [0i64; 8];
+        // SAFETY: as above, for columns `start..start + 8 == out.len()`; `last` holds 8 values.
+        unsafe { tile::<1>(last.as_mut_ptr(), Write::Set, rows.as_ptr().add(start), offsets, coeffs, ends) };
+        let new = &last[first - start..];
+        match write {
+            Write::Set => out[first..].copy_from_slice(new),
+            Write::Add => super::super::add_i64(&mut out[first..], new),
         }
     }
 

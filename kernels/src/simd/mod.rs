@@ -54,6 +54,25 @@ pub fn add_i64(dst: &mut [i64], src: &[i64]) {
     platform::add_i64(dst, src)
 }
 
+/// [`add_i64`] of a fixed, short length (the five-value rows of col2im), unrolled: no loop and
+/// no length tests around the two-value vector adds.
+#[inline(always)]
+pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
+    platform::add_i64_array(dst, src)
+}
+
+/// The largest value (`None` for none): the micro-kernel's bounds check of its row offsets, on
+/// every call. aarch64 takes four at a time (`umax`, then `umaxv`).
+#[inline]
+pub fn max_u32(values: &[u32]) -> Option<u32> {
+    platform::max_u32(values)
+}
+
+/// The portable definition of [`max_u32`].
+pub fn max_u32_scalar(values: &[u32]) -> Option<u32> {
+    values.iter().copied().max()
+}
+
 /// `to[i * rows + j] = from[j * columns + i]`: the transpose of a row-major matrix of `columns`
 /// columns (the dense layers' `W^T`, once per call). aarch64 moves 8 x 8 blocks through NEON
 /// registers (`trn1`/`trn2` at 16, 32 and 64 bits: 40 instructions per 64 values, where the scalar
@@ -136,6 +155,11 @@ fn no_min_values(v: &[i16]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
+    pub use super::max_u32_scalar as max_u32;
+    #[inline(always)]
+    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
+        super::add_i64_scalar(dst, src)
+    }
     pub use super::round_to_i16_scalar as round_to_i16;
     use core::arch::x86_64::*;
 
@@ -282,6 +306,60 @@ mod platform {
                 options(nostack)
             );
         }
+    }
+
+    #[inline(always)]
+    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
+        for pair in 0..N / 2 {
+            // SAFETY: values 2 * pair and 2 * pair + 1 < N of both arrays; `ld1`/`st1` `.2d` need
+            // only the 8-byte alignment `i64` has.
+            unsafe {
+                core::arch::asm!(
+                    "ld1 {{{a:v}.2d}}, [{s}]",
+                    "ld1 {{{b:v}.2d}}, [{d}]",
+                    "add {b:v}.2d, {b:v}.2d, {a:v}.2d",
+                    "st1 {{{b:v}.2d}}, [{d}]",
+                    s = in(reg) src.as_ptr().add(2 * pair),
+                    d = in(reg) dst.as_mut_ptr().add(2 * pair),
+                    a = out(vreg) _,
+                    b = out(vreg) _,
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        if N % 2 == 1 {
+            dst[N - 1] = dst[N - 1].wrapping_add(src[N - 1]);
+        }
+    }
+
+    #[inline]
+    pub fn max_u32(values: &[u32]) -> Option<u32> {
+        let whole = values.len() / 4 * 4;
+        if whole == 0 {
+            return super::max_u32_scalar(values);
+        }
+        let vector: u32;
+        // SAFETY: the loop reads `whole <= values.len()` values, four at a time, advancing the
+        // pointer; `ld1` `.4s` needs only the 4-byte alignment `u32` has.
+        unsafe {
+            core::arch::asm!(
+                "movi {m:v}.4s, #0",
+                "2:",
+                "ld1 {{{v:v}.4s}}, [{p}], #16",
+                "umax {m:v}.4s, {m:v}.4s, {v:v}.4s",
+                "subs {n}, {n}, #4",
+                "b.ne 2b",
+                "umaxv {m:s}, {m:v}.4s",
+                "fmov {out:w}, {m:s}",
+                n = inout(reg) whole => _,
+                p = inout(reg) values.as_ptr() => _,
+                m = out(vreg) _,
+                v = out(vreg) _,
+                out = out(reg) vector,
+                options(nostack)
+            );
+        }
+        Some(super::max_u32_scalar(&values[whole..]).map_or(vector, |tail| tail.max(vector)))
     }
 
     pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
@@ -441,8 +519,13 @@ mod platform {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
+    pub use super::max_u32_scalar as max_u32;
     pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::transpose_i16_scalar as transpose_i16;
+
+    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
+        super::add_i64_scalar(dst, src)
+    }
     pub use super::{add_i64_scalar as add_i64, axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
 
     pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
@@ -570,6 +653,20 @@ mod tests {
     }
 
     #[test]
+    fn max_matches_scalar_at_every_length() {
+        let mut rng = Rng::new(17);
+        let values: [u32; 37] = core::array::from_fn(|_| rng.next_u64() as u32 >> (rng.next_u64() % 32));
+        for n in 0..=values.len() {
+            for at in 0..n {
+                let mut v = values;
+                v[at] = u32::MAX - 1; // the largest anywhere: in a vector lane or in the tail
+                assert_eq!(max_u32(&v[..n]), max_u32_scalar(&v[..n]), "{n} values, largest at {at}");
+            }
+            assert_eq!(max_u32(&values[..n]), max_u32_scalar(&values[..n]), "{n} values");
+        }
+    }
+
+    #[test]
     fn add_matches_scalar_at_every_length() {
         let mut rng = Rng::new(9);
         for n in 0..19 {
@@ -577,6 +674,13 @@ mod tests {
             let start: [i64; 20] = core::array::from_fn(|_| rng.next_u64() as i64);
             let (mut fast, mut scalar) = (start, start);
             add_i64(&mut fast[..n], &src[..n]);
+            if n == 5 {
+                let (mut array, five) = (start, <&[i64; 5]>::try_from(&src[..5]).unwrap());
+                add_i64_array::<5>((&mut array[..5]).try_into().unwrap(), five);
+                let mut want = start;
+                add_i64_scalar(&mut want[..5], &src[..5]);
+                assert_eq!(array, want, "the fixed-length add");
+            }
             add_i64_scalar(&mut scalar[..n], &src[..n]);
             assert_eq!(fast, scalar, "length {n}");
             assert_eq!(fast[n..], start[n..], "length {n} wrote past the end");
