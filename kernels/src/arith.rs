@@ -76,9 +76,7 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
     /// [`Arith::working`] of every parameter of a slice (once per step: an implementation may
     /// convert many at a time, to the same values).
     fn to_working(master: &[Self::Param], frac: u32, working: &mut [Self::Val]) {
-        for (v, &p) in working.iter_mut().zip(master) {
-            *v = Self::working(p, frac);
-        }
+        working_each::<Self>(master, frac, working)
     }
     /// A master bias added into an accumulator of `acc_frac` fraction bits.
     fn bias(p: Self::Param, acc_frac: u32) -> Self::Acc;
@@ -193,11 +191,7 @@ impl Arith for Fixed {
     fn to_working(master: &[i32], frac: u32, working: &mut [i16]) {
         match MASTER_FRAC.checked_sub(frac) {
             Some(shift @ 1..=31) => simd::round_to_i16(master, shift, working),
-            _ => {
-                for (v, &p) in working.iter_mut().zip(master) {
-                    *v = Self::working(p, frac);
-                }
-            }
+            _ => working_each::<Self>(master, frac, working),
         }
     }
     #[inline]
@@ -283,6 +277,14 @@ impl Arith for Fixed {
         decay: bool,
     ) {
         crate::sgd::sgd_step(sgd, params, momentum, grads, grad_frac, batch, decay)
+    }
+}
+
+/// [`Arith::working`] of each parameter: [`Arith::to_working`]'s default, and [`Fixed`]'s for the
+/// formats its vector conversion does not take.
+fn working_each<A: Arith>(master: &[A::Param], frac: u32, working: &mut [A::Val]) {
+    for (v, &p) in working.iter_mut().zip(master) {
+        *v = A::working(p, frac);
     }
 }
 

@@ -262,9 +262,6 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
     let conv = &block.conv;
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     im2col_t(block, input, c.patches_t);
-    // The im2col matrix itself (`patches[p][k]`, one row per output position, the weight
-    // gradient's rows) is the transpose, moved in 8 x 8 blocks instead of 5-value copies.
-    transpose_i16(c.patches_t, positions, c.patches);
     let filters = s.weights(w.working).chunks_exact(k_len);
     for (co, (filter, pre)) in filters.zip(c.pre.chunks_exact_mut(positions)).enumerate() {
         let ends = &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
@@ -413,6 +410,10 @@ fn conv_backward(
     let (grad_w, grad_b) = s.params_mut(grads);
     let patch_limit = input_limit(s.input_frac);
     let t = t.then(Slot::Layer(layer, Phase::WeightGradient));
+    // The weight gradient's rows are the im2col matrix itself (`patches[p][k]`, one row per output
+    // position): the transpose of the forward pass's `patches_t`, moved in 8 x 8 blocks, and only
+    // when training (evaluation never needs it).
+    transpose_i16(c.patches_t, positions, c.patches);
     for ((d_ch, g_filter), g_b) in
         c.delta.chunks_exact(positions).zip(grad_w.chunks_exact_mut(k_len)).zip(grad_b)
     {

@@ -105,13 +105,24 @@ pub fn sgd_step(
     batch: u32,
     decay: bool,
 ) {
-    assert!(params.len() == momentum.len() && params.len() == grads.len());
     assert!(batch > 0, "an update needs at least one sample");
-    let Some(fused) = Fused::new(sgd, grad_frac, batch, decay) else {
-        return sgd_step_wide(sgd, params, momentum, grads, grad_frac, batch, decay);
-    };
+    match Fused::new(sgd, grad_frac, batch, decay) {
+        Some(fused) => each_parameter(params, momentum, grads, |w, m, g| fused.momentum(w, m, g)),
+        None => sgd_step_wide(sgd, params, momentum, grads, grad_frac, batch, decay),
+    }
+}
+
+/// `m = saturate(new_momentum(w, m, g))`, then `w = saturate(w + m)`, for every parameter.
+#[inline(always)]
+fn each_parameter(
+    params: &mut [i32],
+    momentum: &mut [i32],
+    grads: &[i64],
+    new_momentum: impl Fn(i32, i32, i64) -> i64,
+) {
+    assert!(params.len() == momentum.len() && params.len() == grads.len());
     for ((w, m), &g) in params.iter_mut().zip(momentum.iter_mut()).zip(grads) {
-        *m = saturate_i32(fused.momentum(*w, *m, g));
+        *m = saturate_i32(new_momentum(*w, *m, g));
         *w = saturate_i32(*w as i64 + *m as i64);
     }
 }
@@ -126,22 +137,19 @@ pub fn sgd_step_wide(
     batch: u32,
     decay: bool,
 ) {
-    assert!(params.len() == momentum.len() && params.len() == grads.len());
     assert!(batch > 0, "an update needs at least one sample");
     let Exponents { e, s1, s2 } = Exponents::new(grad_frac);
     let decay_step = if decay { sgd.decay_step as i128 } else { 0 };
     let batch = batch as i128;
     let half = (batch << e) / 2;
-    for ((w, m), &g) in params.iter_mut().zip(momentum.iter_mut()).zip(grads) {
-        let kept = sgd.momentum as i128 * *m as i128 - decay_step * *w as i128;
+    each_parameter(params, momentum, grads, |w, m, g| {
+        let kept = sgd.momentum as i128 * m as i128 - decay_step * w as i128;
         let numerator = ((kept * batch) << s1) - ((sgd.learning_rate as i128 * g as i128) << s2);
         // floor(floor(x / 2^e) / B) == floor(x / (B * 2^e)): the shift is exact floor division,
         // leaving only a 64-bit division by the batch size.
         let shifted = ((numerator + half) >> e) as i64;
-        let new_m = shifted.div_euclid(batch as i64);
-        *m = saturate_i32(new_m);
-        *w = saturate_i32(*w as i64 + *m as i64);
-    }
+        shifted.div_euclid(batch as i64)
+    })
 }
 
 #[cfg(test)]
