@@ -277,9 +277,12 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
 /// at its first position `m`. The definition takes the first position (in window order) whose
 /// *output* is largest; an earlier position `i` has a smaller pre-activation, so it ties only
 /// through the rounding: when its Q3.12 input equals `m`'s, or, outside the range where tanh is
-/// strictly increasing ([`tanh::STRICT_LIMIT`]), when the table gives the same output; only then
-/// is its tanh computed. Only winners' outputs are read again (the backward pass gives every
-/// other position a zero delta), so no other output is stored.
+/// strictly increasing ([`tanh::STRICT_LIMIT`]), when the table gives the same output. Inside that
+/// range `m`'s input `q` is not saturated, so the earlier inputs equal to it are exactly the
+/// pre-activations at or above the smallest one that rounds to `q` ([`rounds_to_at_least`]): one
+/// comparison each. Outside it (rare: |x| beyond about 7.1) the earlier outputs are computed. Only
+/// winners' outputs are read again (the backward pass gives every other position a zero delta), so
+/// no other output is stored.
 fn pool_then_tanh(
     c: &crate::layers::Conv5x5,
     pre: &[i64],
@@ -289,36 +292,53 @@ fn pool_then_tanh(
     argmax: &mut [u32],
 ) {
     let (in_h, in_w) = (c.out_h(), c.out_w());
+    let (out_h, out_w) = (in_h / 2, in_w / 2);
     let strict = -tanh::STRICT_LIMIT + 1..=tanh::STRICT_LIMIT;
-    let mut outputs = pooled.iter_mut().zip(argmax.iter_mut());
-    for (ch, (&bias, channel)) in biases.iter().zip(pre.chunks_exact(in_h * in_w)).enumerate() {
+    let channels = pre.chunks_exact(in_h * in_w).zip(biases);
+    let outputs = pooled.chunks_exact_mut(out_h * out_w).zip(argmax.chunks_exact_mut(out_h * out_w));
+    for (ch, ((channel, &bias), (pooled, argmax))) in channels.zip(outputs).enumerate() {
         let bias = Fixed::bias(bias, acc_frac);
-        let input = |v: i64| tanh::tanh_input(v + bias, acc_frac);
-        for (y, rows) in channel.chunks_exact(2 * in_w).enumerate() {
+        let rows = channel.chunks_exact(2 * in_w);
+        let outputs = pooled.chunks_exact_mut(out_w).zip(argmax.chunks_exact_mut(out_w));
+        for (y, (rows, (pooled, argmax))) in rows.zip(outputs).enumerate() {
             let (top, bottom) = rows.split_at(in_w);
-            for (x, (t, b)) in top.chunks_exact(2).zip(bottom.chunks_exact(2)).enumerate() {
+            let corner = ((ch * in_h + 2 * y) * in_w) as u32;
+            let window_rows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (x, ((t, b), (out, at))) in
+                window_rows.zip(pooled.iter_mut().zip(argmax.iter_mut())).enumerate()
+            {
                 let window = [t[0], t[1], b[0], b[1]];
-                let mut m = 0;
-                for i in 1..4 {
-                    if window[i] > window[m] {
-                        m = i;
+                let (mut m, mut largest) = (0, window[0]);
+                for (i, &v) in window.iter().enumerate().skip(1) {
+                    if v > largest {
+                        (m, largest) = (i, v);
                     }
                 }
-                let q = input(window[m]);
+                let q = tanh::tanh_input(largest + bias, acc_frac);
                 let best = tanh::tanh_q(q);
-                let flat = !strict.contains(&q);
-                let first = (0..m)
-                    .find(|&i| {
-                        let earlier = input(window[i]);
-                        earlier == q || (flat && tanh::tanh_q(earlier) == best)
-                    })
-                    .unwrap_or(m);
-                let (dy, dx) = (first / 2, first % 2);
-                let (out, at) = outputs.next().expect("one output per window");
+                let first = if m == 0 {
+                    0
+                } else if strict.contains(&q) {
+                    let lowest = rounds_to_at_least(q, largest + bias, acc_frac) - bias;
+                    window[..m].iter().position(|&v| v >= lowest).unwrap_or(m)
+                } else {
+                    let ties = |v: i64| tanh::tanh_q(tanh::tanh_input(v + bias, acc_frac)) == best;
+                    window[..m].iter().position(|&v| ties(v)).unwrap_or(m)
+                };
                 *out = best;
-                *at = ((ch * in_h + 2 * y + dy) * in_w + 2 * x + dx) as u32;
+                *at = corner + (first / 2 * in_w + 2 * x + first % 2) as u32;
             }
         }
+    }
+}
+
+/// The smallest accumulator whose Q3.12 tanh input is `q`, given one, `a`, that rounds to it
+/// without saturating: rounding half up by `shift` bits maps `[q * 2^shift - 2^(shift-1), ...)` to
+/// `q`; with no bits dropped the input is `a` shifted left, and `a` is the only one.
+fn rounds_to_at_least(q: i16, a: i64, acc_frac: u32) -> i64 {
+    match acc_frac.checked_sub(crate::fixed::TANH_IN_FRAC) {
+        Some(shift) if shift > 0 => ((q as i64) << shift) - (1 << (shift - 1)),
+        _ => a,
     }
 }
 
