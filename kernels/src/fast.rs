@@ -67,8 +67,13 @@ impl<const D: usize> ConvNet<D> {
             let pooled = self.conv[i].pool().output_len();
             // patches both ways, pooled output, deltas
             vals += 2 * c.patches_len() + pooled + c.output_len();
-            // pre-activations, gradient at the pooled output, one patch row of input gradient
-            accs += c.output_len() + pooled + c.patch_len();
+            // pre-activations, gradient at the pooled output
+            accs += c.output_len() + pooled;
+            if i > 0 {
+                // the input gradient (the first block has none): embedded filters, one region
+                vals += embedded_len(c);
+                accs += region_len(c);
+            }
             // argmax, per-filter chunk ends and their counts, forward row offsets
             indices += pooled + c.weight_len() + c.out_ch + c.patch_len();
             terms = max(terms, max(c.positions(), max(c.out_ch, c.patch_len())));
@@ -139,7 +144,11 @@ struct ConvSpace<'a> {
     argmax: &'a mut [u32],
     grad_pooled: &'a mut [i64],
     delta: &'a mut [i16],
-    patch_grad: &'a mut [i64],
+    /// The filters embedded in a pooling window's input region (see [`embed_filters`]); empty
+    /// for a block without an input gradient.
+    embedded: &'a mut [i16],
+    /// One window's input-gradient region.
+    region: &'a mut [i64],
     /// Chunk ends of each filter (forward), `patch_len` slots per filter, and their counts.
     filter_ends: &'a mut [u32],
     filter_chunks: &'a mut [u32],
@@ -175,8 +184,9 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     let mut accs = Carve::new(scratch.accs);
     let mut indices = Carve::new(scratch.indices);
     let input = vals.take(net.side * net.side);
-    let mut conv_space = |b: &ConvBlock| {
+    let mut conv_space = |b: &ConvBlock, input_gradient: bool| {
         let c = &b.conv;
+        let (embedded, region) = if input_gradient { (embedded_len(c), region_len(c)) } else { (0, 0) };
         let pooled = b.pool().output_len();
         ConvSpace {
             patches_t: vals.take(c.patches_len()),
@@ -186,14 +196,15 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             argmax: indices.take(pooled),
             grad_pooled: accs.take(pooled),
             delta: vals.take(c.output_len()),
-            patch_grad: accs.take(c.patch_len()),
+            embedded: vals.take(embedded),
+            region: accs.take(region),
             filter_ends: indices.take(c.weight_len()),
             filter_chunks: indices.take(c.out_ch),
             row_offsets: indices.take(c.patch_len()),
             weight_limit: 0,
         }
     };
-    let conv = [conv_space(&net.conv[0]), conv_space(&net.conv[1])];
+    let conv = [conv_space(&net.conv[0], false), conv_space(&net.conv[1], true)];
     let dense = core::array::from_fn(|i| {
         let d = &net.dense[i].dense;
         DenseSpace {
@@ -229,6 +240,9 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
             filters.zip(c.filter_ends.chunks_exact_mut(k_len)).zip(c.filter_chunks.iter_mut())
         {
             *chunks = chunk_ends(filter, limit, ends) as u32;
+        }
+        if !c.embedded.is_empty() {
+            embed_filters(block.spec.weights(w.working), c.embedded);
         }
     }
     for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
@@ -415,7 +429,6 @@ fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
 fn conv_backward(
     layer: usize,
     block: &ConvBlock,
-    w: Weights<'_, Fixed>,
     c: &mut ConvSpace<'_>,
     grad_frac: u32,
     grads: &mut [i64],
@@ -450,35 +463,75 @@ fn conv_backward(
     }
     let _t = t.then(Slot::Layer(layer, Phase::InputGradient));
     if let Some(grad_in) = grad_input {
-        let weights = s.weights(w.working);
-        let weight_limit = c.weight_limit;
-        grad_in.fill(0);
-        for p in 0..positions {
-            terms.clear();
-            for co in 0..conv.out_ch {
-                terms.push(co * k_len, c.delta[co * positions + p]);
-            }
-            if terms.len == 0 {
-                continue;
-            }
-            terms.schedule(weight_limit);
-            terms.apply(c.patch_grad, Write::Set, weights);
-            col2im_add(block, p, c.patch_grad, grad_in);
-        }
+        input_gradient(block, c, grad_in, terms);
     }
     s.input_grad_frac()
 }
 
-/// Adds patch `p`'s gradient row into the input gradient at the patch's window.
-fn col2im_add(block: &ConvBlock, p: usize, patch_grad: &[i64], grad_in: &mut [i64]) {
+/// Side of the input region one pooling window's patches cover: two positions apart, one tap more.
+const REGION_SIDE: usize = crate::layers::conv::KERNEL + 1;
+
+/// Values of one window's input region, all channels.
+const fn region_len(c: &crate::layers::Conv5x5) -> usize {
+    c.in_ch * REGION_SIDE * REGION_SIDE
+}
+
+/// Zeros before the first embedded filter: the most a shift reaches back (one row and one column).
+const LEAD: usize = REGION_SIDE + 1;
+
+/// Values of the embedded filters.
+const fn embedded_len(c: &crate::layers::Conv5x5) -> usize {
+    LEAD + c.out_ch * region_len(c)
+}
+
+/// Once per call: each filter embedded at the top left of a window's input region (each input
+/// channel's `KERNEL` square in a `REGION_SIDE` square, zero in the last row and column), after
+/// `LEAD` zeros. What a delta at window offset `(dy, dx)` adds to the region is the filter moved
+/// down `dy` rows and right `dx` columns: the same values read `REGION_SIDE * dy + dx` places
+/// earlier, where the places moved in from are the zero last row and column of the plane (or of the
+/// previous filter, or the leading zeros). So one embedding serves all four offsets.
+fn embed_filters(weights: &[i16], embedded: &mut [i16]) {
     use crate::layers::conv::KERNEL;
-    let c = &block.conv;
-    let (oy, ox) = (p / c.out_w(), p % c.out_w());
-    for (tap_rows, ci) in patch_grad.chunks_exact(KERNEL * KERNEL).zip(0..c.in_ch) {
-        for (ky, row) in tap_rows.chunks_exact(KERNEL).enumerate() {
-            let at = (ci * c.in_h + oy + ky) * c.in_w + ox;
-            let dst: &mut [i64; KERNEL] = (&mut grad_in[at..at + KERNEL]).try_into().expect("a row of taps");
-            add_i64_array(dst, row.try_into().expect("a row of taps"));
+    embedded.fill(0);
+    let planes = embedded[LEAD..].chunks_exact_mut(REGION_SIDE * REGION_SIDE);
+    for (plane, taps) in planes.zip(weights.chunks_exact(KERNEL * KERNEL)) {
+        for (row, taps) in plane.chunks_exact_mut(REGION_SIDE).zip(taps.chunks_exact(KERNEL)) {
+            copy_i16(&mut row[..KERNEL], taps);
+        }
+    }
+}
+
+/// The input gradient, one pooling window at a time. Max-pooling left each output channel one
+/// delta per window (at its winner, [`pooled_tanh_backward`]), so a window's deltas, times their
+/// filters moved to their positions ([`embed_filters`]), give its whole input region in one product of
+/// `REGION_SIDE^2 * in_ch` columns; the regions of neighbouring windows overlap and are added.
+/// Exact integer sums in another order: the same values as patch by patch.
+fn input_gradient(block: &ConvBlock, c: &mut ConvSpace<'_>, grad_in: &mut [i64], terms: &mut Terms<'_>) {
+    let conv = &block.conv;
+    let (out_w, positions, region) = (conv.out_w(), conv.positions(), region_len(conv));
+    let windows = block.pool().output_len() / conv.out_ch;
+    let pooled_w = out_w / 2;
+    grad_in.fill(0);
+    for window in 0..windows {
+        terms.clear();
+        for co in 0..conv.out_ch {
+            let at = c.argmax[co * windows + window] as usize;
+            let p = at - co * positions;
+            let back = (p / out_w % 2) * REGION_SIDE + p % 2;
+            terms.push(LEAD + co * region - back, c.delta[at]);
+        }
+        if terms.len == 0 {
+            continue;
+        }
+        terms.schedule(c.weight_limit);
+        terms.apply(c.region, Write::Set, c.embedded);
+        let (wy, wx) = (window / pooled_w, window % pooled_w);
+        let rows = c.region.chunks_exact(REGION_SIDE).zip(0..);
+        for (row, i) in rows {
+            let (ci, r) = (i / REGION_SIDE, i % REGION_SIDE);
+            let at = (ci * conv.in_h + 2 * wy + r) * conv.in_w + 2 * wx;
+            let dst: &mut [i64; REGION_SIDE] = (&mut grad_in[at..][..REGION_SIDE]).try_into().expect("a row");
+            add_i64_array(dst, row.try_into().expect("a row"));
         }
     }
 }
@@ -522,8 +575,8 @@ fn backward<const D: usize>(
         }
         frac = block.spec.input_grad_frac();
     }
-    frac = conv_backward(1, &net.conv[1], w, c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
-    conv_backward(0, &net.conv[0], w, c0, frac, grads, None, &mut space.terms);
+    frac = conv_backward(1, &net.conv[1], c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
+    conv_backward(0, &net.conv[0], c0, frac, grads, None, &mut space.terms);
 }
 
 /// The dense weight and bias gradients of the block's first `samples` samples, added into `grads`.
