@@ -25,8 +25,8 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::gather::{gather_axpy, Write};
-use crate::simd::schedule::{chunk_ends, max_abs, VALUE_LIMIT};
+use crate::simd::gather::{gather_axpy, gather_axpy2, Write};
+use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
 use crate::simd::{add_i64_array, copy_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
@@ -149,7 +149,9 @@ struct ConvSpace<'a> {
     embedded: &'a mut [i16],
     /// One window's input-gradient region.
     region: &'a mut [i64],
-    /// Chunk ends of each filter (forward), `patch_len` slots per filter, and their counts.
+    /// Chunk ends of the forward pass, `patch_len` slots per filter, and their counts: filters go
+    /// in pairs ([`gather_axpy2`]), whose ends are in the slots of the pair's first filter; an odd
+    /// last filter has its own.
     filter_ends: &'a mut [u32],
     filter_chunks: &'a mut [u32],
     /// `k * positions`: the rows of the transposed patch matrix.
@@ -235,11 +237,16 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
         }
         let limit = input_limit(block.spec.input_frac);
         c.weight_limit = max_abs(block.spec.weights(w.working));
-        let filters = block.spec.weights(w.working).chunks_exact(k_len);
-        for ((filter, ends), chunks) in
-            filters.zip(c.filter_ends.chunks_exact_mut(k_len)).zip(c.filter_chunks.iter_mut())
-        {
-            *chunks = chunk_ends(filter, limit, ends) as u32;
+        let mut filters = block.spec.weights(w.working).chunks_exact(2 * k_len);
+        let ends = c.filter_ends.chunks_exact_mut(2 * k_len).zip(c.filter_chunks.chunks_exact_mut(2));
+        for (pair, (ends, chunks)) in (&mut filters).zip(ends) {
+            let (first, second) = pair.split_at(k_len);
+            chunks[0] = chunk_ends_pair([first, second], limit, ends) as u32;
+        }
+        let last = filters.remainder();
+        if !last.is_empty() {
+            let co = block.conv.out_ch - 1;
+            c.filter_chunks[co] = chunk_ends(last, limit, &mut c.filter_ends[co * k_len..]) as u32;
         }
         if !c.embedded.is_empty() {
             embed_filters(block.spec.weights(w.working), c.embedded);
@@ -276,10 +283,18 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
     let conv = &block.conv;
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     im2col_t(block, input, c.patches_t);
-    let filters = s.weights(w.working).chunks_exact(k_len);
-    for (co, (filter, pre)) in filters.zip(c.pre.chunks_exact_mut(positions)).enumerate() {
-        let ends = &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
-        gather_axpy(pre, Write::Set, c.patches_t, c.row_offsets, filter, ends);
+    let weights = s.weights(w.working);
+    let ends = |co: usize| &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
+    let mut outputs = c.pre.chunks_exact_mut(2 * positions);
+    for (co, pre) in (0..).step_by(2).zip(&mut outputs) {
+        let (first, second) = pre.split_at_mut(positions);
+        let filters = weights[co * k_len..][..2 * k_len].split_at(k_len);
+        let filters = [filters.0, filters.1];
+        gather_axpy2([first, second], Write::Set, c.patches_t, c.row_offsets, filters, ends(co));
+    }
+    if let Some(co) = (conv.out_ch % 2 == 1).then(|| conv.out_ch - 1) {
+        let filter = &weights[co * k_len..][..k_len];
+        gather_axpy(outputs.into_remainder(), Write::Set, c.patches_t, c.row_offsets, filter, ends(co));
     }
     pool_then_tanh(&block.conv, c.pre, s.biases(w.master), s.acc_frac(), c.pooled, c.argmax);
 }

@@ -69,6 +69,46 @@ pub fn gather_axpy_scalar(
     scalar_columns(out, 0, write, rows, offsets, coeffs);
 }
 
+/// Two products over the same rows and terms with two coefficient lists at once,
+/// `outs[f] (=|+=) sum_t coeffs[f][t] * rows[offsets[t]..][..len]` (two filters of one convolution
+/// over its patches, two rows of a dense weight gradient over the block's inputs): each row is
+/// loaded once for both. `ends` comes from [`super::schedule::chunk_ends_pair`], which bounds
+/// both lists' lanes. On aarch64 one register tile holds both outputs' lanes; elsewhere it is
+/// [`gather_axpy`] twice.
+#[inline]
+pub fn gather_axpy2(
+    outs: [&mut [i64]; 2],
+    write: Write,
+    rows: &[i16],
+    offsets: &[u32],
+    coeffs: [&[i16]; 2],
+    ends: &[u32],
+) {
+    gather_axpy2_at(level::current(), outs, write, rows, offsets, coeffs, ends)
+}
+
+/// [`gather_axpy2`] at a given level (see [`gather_axpy_at`]).
+pub fn gather_axpy2_at(
+    level: Level,
+    outs: [&mut [i64]; 2],
+    write: Write,
+    rows: &[i16],
+    offsets: &[u32],
+    coeffs: [&[i16]; 2],
+    ends: &[u32],
+) {
+    let [first, second] = outs;
+    assert_eq!(first.len(), second.len(), "both outputs have the same columns");
+    #[cfg(target_arch = "aarch64")]
+    if level != Level::Scalar && level::supported(level) {
+        check(first.len(), rows, offsets, coeffs[0], ends);
+        check(first.len(), rows, offsets, coeffs[1], ends);
+        return platform::gather_axpy2([first, second], write, rows, offsets, coeffs, ends);
+    }
+    gather_axpy_at(level, first, write, rows, offsets, coeffs[0], ends);
+    gather_axpy_at(level, second, write, rows, offsets, coeffs[1], ends);
+}
+
 /// Columns `first..first + out.len()` of the product, in `i64` (the tails of the vector paths).
 fn scalar_columns(
     out: &mut [i64],
@@ -155,6 +195,211 @@ mod platform {
         }
     }
 
+    pub fn gather_axpy2(
+        outs: [&mut [i64]; 2],
+        write: Write,
+        rows: &[i16],
+        offsets: &[u32],
+        coeffs: [&[i16]; 2],
+        ends: &[u32],
+    ) {
+        let [a, b] = outs;
+        let columns = a.len();
+        let mut first = 0;
+        // SAFETY (every tile call): as in `gather_axpy`, for both coefficient lists (`check` ran on
+        // each) and both outputs, which have `columns` values each.
+        // One chunk: the wide tile, whose totals live in memory, widens once; more: the narrower
+        // one, whose totals stay in registers (measured on both convolutions of MxLenet).
+        while ends.len() == 1 && first + 32 <= columns {
+            let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
+            unsafe { tile2_in_memory::<4>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            first += 32;
+        }
+        while first + 16 <= columns {
+            let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
+            unsafe { tile2::<2>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            first += 16;
+        }
+        while first + 8 <= columns {
+            let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
+            unsafe { tile2::<1>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            first += 8;
+        }
+        if first == columns {
+            return;
+        }
+        if columns < 8 {
+            scalar_columns(&mut a[first..], first, write, rows, offsets, coeffs[0]);
+            return scalar_columns(&mut b[first..], first, write, rows, offsets, coeffs[1]);
+        }
+        // The last few columns as in `gather_axpy`: an overlapping tile into its own buffers.
+        let start = columns - 8;
+        let mut last = [[0i64; 8]; 2];
+        let outs = [last[0].as_mut_ptr(), last[1].as_mut_ptr()];
+        // SAFETY: as above, for columns `start..columns`; each buffer holds 8 values.
+        unsafe { tile2::<1>(outs, Write::Set, rows.as_ptr().add(start), offsets, coeffs, ends) };
+        for (out, last) in [a, b].into_iter().zip(&last) {
+            let new = &last[first - start..];
+            match write {
+                Write::Set => out[first..].copy_from_slice(new),
+                Write::Add => super::super::add_i64(&mut out[first..], new),
+            }
+        }
+    }
+
+    /// `8 * V` columns of two outputs (`V` is 1 or 2): `2V` `i32x4` lane sums per output and chunk,
+    /// `4V` `i64x2` totals per output, all in registers; each row is loaded once and multiplied by
+    /// both coefficient registers.
+    #[inline(always)]
+    unsafe fn tile2<const V: usize>(
+        outs: [*mut i64; 2],
+        write: Write,
+        rows: *const i16,
+        offsets: &[u32],
+        coeffs: [&[i16]; 2],
+        ends: &[u32],
+    ) {
+        let mut wide = [[vdupq_n_s64(0); 8]; 2];
+        if write == Write::Add {
+            for f in 0..2 {
+                for (i, w) in wide[f].iter_mut().enumerate().take(4 * V) {
+                    *w = load_i64x2(outs[f].add(2 * i));
+                }
+            }
+        }
+        let mut t = 0;
+        for &end in ends {
+            let end = end as usize;
+            let mut lanes = [[vdupq_n_s32(0); 4]; 2];
+            while t + 8 <= end {
+                let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
+                macro_rules! term {
+                    ($lane:literal) => {{
+                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        for f in 0..2 {
+                            for v in 0..V {
+                                lanes[f][2 * v] =
+                                    vmlal_laneq_s16::<$lane>(lanes[f][2 * v], vget_low_s16(r[v]), c[f]);
+                                lanes[f][2 * v + 1] =
+                                    vmlal_high_laneq_s16::<$lane>(lanes[f][2 * v + 1], r[v], c[f]);
+                            }
+                        }
+                    }};
+                }
+                term!(0);
+                term!(1);
+                term!(2);
+                term!(3);
+                term!(4);
+                term!(5);
+                term!(6);
+                term!(7);
+                t += 8;
+            }
+            while t < end {
+                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
+                for f in 0..2 {
+                    let c = *coeffs[f].get_unchecked(t);
+                    for v in 0..V {
+                        lanes[f][2 * v] = vmlal_n_s16(lanes[f][2 * v], vget_low_s16(r[v]), c);
+                        lanes[f][2 * v + 1] = vmlal_high_n_s16(lanes[f][2 * v + 1], r[v], c);
+                    }
+                }
+                t += 1;
+            }
+            for f in 0..2 {
+                for i in 0..2 * V {
+                    wide[f][2 * i] = vaddw_s32(wide[f][2 * i], vget_low_s32(lanes[f][i]));
+                    wide[f][2 * i + 1] = vaddw_high_s32(wide[f][2 * i + 1], lanes[f][i]);
+                }
+            }
+        }
+        for f in 0..2 {
+            for (i, w) in wide[f].iter().enumerate().take(4 * V) {
+                store_i64x2(outs[f].add(2 * i), *w);
+            }
+        }
+    }
+
+    /// `8 * V` columns of two outputs (`V` is 4): `4V` `i32x4` lane sums per chunk (`2V` per
+    /// output), each row loaded once and multiplied by both coefficient registers. With no room
+    /// left for sixteen more `i64` registers, the totals are kept in the outputs and added at each
+    /// chunk's end (stored, on the first chunk of a `Set`): the better tile when there are few
+    /// chunks.
+    #[inline(always)]
+    unsafe fn tile2_in_memory<const V: usize>(
+        outs: [*mut i64; 2],
+        write: Write,
+        rows: *const i16,
+        offsets: &[u32],
+        coeffs: [&[i16]; 2],
+        ends: &[u32],
+    ) {
+        let mut fresh = write == Write::Set;
+        let mut t = 0;
+        for &end in ends {
+            let end = end as usize;
+            let mut lanes = [[vdupq_n_s32(0); 8]; 2];
+            while t + 8 <= end {
+                let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
+                macro_rules! term {
+                    ($lane:literal) => {{
+                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        for f in 0..2 {
+                            for v in 0..V {
+                                lanes[f][2 * v] =
+                                    vmlal_laneq_s16::<$lane>(lanes[f][2 * v], vget_low_s16(r[v]), c[f]);
+                                lanes[f][2 * v + 1] =
+                                    vmlal_high_laneq_s16::<$lane>(lanes[f][2 * v + 1], r[v], c[f]);
+                            }
+                        }
+                    }};
+                }
+                term!(0);
+                term!(1);
+                term!(2);
+                term!(3);
+                term!(4);
+                term!(5);
+                term!(6);
+                term!(7);
+                t += 8;
+            }
+            while t < end {
+                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
+                for f in 0..2 {
+                    let c = *coeffs[f].get_unchecked(t);
+                    for v in 0..V {
+                        lanes[f][2 * v] = vmlal_n_s16(lanes[f][2 * v], vget_low_s16(r[v]), c);
+                        lanes[f][2 * v + 1] = vmlal_high_n_s16(lanes[f][2 * v + 1], r[v], c);
+                    }
+                }
+                t += 1;
+            }
+            for f in 0..2 {
+                for i in 0..2 * V {
+                    let (low, high) = (outs[f].add(4 * i), outs[f].add(4 * i + 2));
+                    let lane = lanes[f][i];
+                    if fresh {
+                        store_i64x2(low, vmovl_s32(vget_low_s32(lane)));
+                        store_i64x2(high, vmovl_high_s32(lane));
+                    } else {
+                        store_i64x2(low, vaddw_s32(load_i64x2(low), vget_low_s32(lane)));
+                        store_i64x2(high, vaddw_high_s32(load_i64x2(high), lane));
+                    }
+                }
+            }
+            fresh = false;
+        }
+        if fresh {
+            for f in 0..2 {
+                for i in 0..4 * V {
+                    store_i64x2(outs[f].add(2 * i), vdupq_n_s64(0));
+                }
+            }
+        }
+    }
+
     // Vector loads and stores in `asm!`. The intrinsics (`vld1q_*`) are unaligned loads to LLVM,
     // and the firmware's target (`aarch64-unknown-none`, `+strict-align`) splits each into eight
     // halfword loads and a trip through the stack. `ld1`/`st1` need only element alignment; `ldp q`
@@ -183,6 +428,18 @@ mod platform {
         [a, b, c, d]
     }
 
+    /// Sixteen `i16` from `p` in one `ldp`. SAFETY (caller): `p..p + 16` is readable.
+    #[inline(always)]
+    unsafe fn load_i16x16(p: *const i16) -> [int16x8_t; 2] {
+        let (a, b): (int16x8_t, int16x8_t);
+        asm!(
+            "ldp {a:q}, {b:q}, [{p}]",
+            a = out(vreg) a, b = out(vreg) b, p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+        [a, b]
+    }
+
     /// Two `i64` from `p`. SAFETY (caller): `p..p + 2` is readable.
     #[inline(always)]
     unsafe fn load_i64x2(p: *const i64) -> int64x2_t {
@@ -202,6 +459,9 @@ mod platform {
     unsafe fn load_row<const V: usize>(row: *const i16) -> [int16x8_t; 4] {
         if V == 4 {
             load_i16x32(row)
+        } else if V == 2 {
+            let [a, b] = load_i16x16(row);
+            [a, b, a, b]
         } else {
             let r = load_i16x8(row);
             [r, r, r, r]
@@ -592,6 +852,62 @@ mod tests {
         for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
             gather_axpy_at(level, &mut out, Write::Set, &rows, &offsets, &coeffs, &ends[..n]);
             assert!(out.iter().all(|&o| o == 70_000 * 32767), "{level:?}");
+        }
+    }
+
+    /// [`gather_axpy2`] against two scalar products, at every width and in both write modes.
+    #[test]
+    fn pair_matches_scalar_at_every_width_and_term_count() {
+        use crate::simd::schedule::chunk_ends_pair;
+        let mut rng = Rng::new(12);
+        for columns in 0..=75 {
+            for terms in [0usize, 1, 3, 8, 9, 17, 40] {
+                let limit = [32767, 300][columns % 2];
+                let rows = random(&mut rng, terms.max(1) * 80, limit);
+                let (a, b) =
+                    (random(&mut rng, terms, 32767), random(&mut rng, terms, 32767 / (1 + columns as u64)));
+                let coeffs = [&a[..terms], &b[..terms]];
+                let offsets: [u32; 40] = core::array::from_fn(|t| ((t * 7) % terms.max(1) * 80) as u32);
+                let mut ends = [0u32; 40];
+                let n = chunk_ends_pair(coeffs, max_abs(&rows[..terms.max(1) * 80]), &mut ends);
+                for write in [Write::Set, Write::Add] {
+                    for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                        let mut fast = [[-7_000_000_000_000i64; 80]; 2];
+                        let mut slow = fast;
+                        let (o, e, rows) = (&offsets[..terms], &ends[..n], &rows[..terms.max(1) * 80]);
+                        let [f0, f1] = &mut fast;
+                        gather_axpy2_at(
+                            level,
+                            [&mut f0[..columns], &mut f1[..columns]],
+                            write,
+                            rows,
+                            o,
+                            coeffs,
+                            e,
+                        );
+                        for (s, c) in slow.iter_mut().zip(coeffs) {
+                            gather_axpy_scalar(&mut s[..columns], write, rows, o, c, e);
+                        }
+                        assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pair_is_exact_at_the_extremes() {
+        use crate::simd::schedule::chunk_ends_pair;
+        let rows = [-32767i16; 64 * 40];
+        let (a, b) = ([32767i16; 64], [-32767i16; 64]);
+        let offsets: [u32; 64] = core::array::from_fn(|t| (t * 40) as u32);
+        let mut ends = [0u32; 64];
+        let n = chunk_ends_pair([&a, &b], 32767, &mut ends);
+        for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+            let (mut x, mut y) = ([0i64; 40], [0i64; 40]);
+            gather_axpy2_at(level, [&mut x, &mut y], Write::Set, &rows, &offsets, [&a, &b], &ends[..n]);
+            assert!(x.iter().all(|&v| v == -64 * 32767 * 32767), "{level:?}");
+            assert!(y.iter().all(|&v| v == 64 * 32767 * 32767), "{level:?}");
         }
     }
 

@@ -36,13 +36,27 @@ pub const TERM_GROUP: usize = 8;
 /// multiple of [`TERM_GROUP`] terms from its start (a prefix of an admissible chunk is admissible),
 /// or at that term when the chunk is shorter than a group.
 pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
+    chunk_ends_by(coeffs.len(), |t| coeffs[t].unsigned_abs(), row_bound, ends)
+}
+
+/// [`chunk_ends`] for two coefficient lists that share their terms (the two outputs of
+/// [`super::gather::gather_axpy2`]): a chunk must suit both, so each term counts with the larger of
+/// its two magnitudes, which bounds either lane's sum.
+pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) -> usize {
+    assert_eq!(coeffs[0].len(), coeffs[1].len(), "the lists share their terms");
+    let magnitude = |t: usize| coeffs[0][t].unsigned_abs().max(coeffs[1][t].unsigned_abs());
+    chunk_ends_by(coeffs[0].len(), magnitude, row_bound, ends)
+}
+
+/// The greedy cut of [`chunk_ends`] over `terms` terms of the given magnitudes.
+fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32, ends: &mut [u32]) -> usize {
     debug_assert!(row_bound <= VALUE_LIMIT);
-    let term = |c: i16| c.unsigned_abs() as u64 * row_bound as u64;
+    let term = |t: usize| magnitude(t) as u64 * row_bound as u64;
     let mut chunks = 0;
     let mut start = 0;
     let mut sum = 0u64;
-    for (t, &c) in coeffs.iter().enumerate() {
-        if sum + term(c) > LANE_LIMIT {
+    for t in 0..terms {
+        if sum + term(t) > LANE_LIMIT {
             let grouped = start + (t - start) / TERM_GROUP * TERM_GROUP;
             let cut = if grouped > start { grouped } else { t };
             ends[chunks] = cut as u32;
@@ -50,18 +64,18 @@ pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
             start = cut;
             // The terms carried over are part of an admissible chunk, so they fit; with term `t`
             // they may not, and then `t` starts a chunk of its own.
-            sum = coeffs[cut..t].iter().map(|&c| term(c)).sum();
-            if sum + term(c) > LANE_LIMIT {
+            sum = (cut..t).map(term).sum();
+            if sum + term(t) > LANE_LIMIT {
                 ends[chunks] = t as u32;
                 chunks += 1;
                 start = t;
                 sum = 0;
             }
         }
-        sum += term(c);
+        sum += term(t);
     }
-    if !coeffs.is_empty() {
-        ends[chunks] = coeffs.len() as u32;
+    if terms > 0 {
+        ends[chunks] = terms as u32;
         chunks += 1;
     }
     chunks
@@ -123,5 +137,16 @@ mod tests {
             start = end;
         }
         assert_eq!(start, coeffs.len());
+    }
+
+    #[test]
+    fn a_pair_is_cut_by_the_larger_magnitude_of_each_term() {
+        let (small, large) = ([1i16, -2, 3, -4, 5, -6, 7], [-32767i16; 7]);
+        let (mut pair, mut alone) = ([0u32; 8], [0u32; 8]);
+        let n = chunk_ends_pair([&small, &large], 32767, &mut pair);
+        let m = chunk_ends(&large, 32767, &mut alone);
+        assert_eq!(&pair[..n], &alone[..m]);
+        let n = chunk_ends_pair([&large, &small], 32767, &mut pair);
+        assert_eq!(&pair[..n], &[2, 4, 6, 7]);
     }
 }
