@@ -65,8 +65,8 @@ impl<const D: usize> ConvNet<D> {
         while i < 2 {
             let c = &self.conv[i].conv;
             let pooled = self.conv[i].pool().output_len();
-            // patches both ways, pooled output, deltas
-            vals += 2 * c.patches_len() + pooled + c.output_len();
+            // patches both ways, pooled output, the windows' deltas
+            vals += 2 * c.patches_len() + 2 * pooled;
             // pre-activations, gradient at the pooled output
             accs += c.output_len() + pooled;
             if i > 0 {
@@ -143,7 +143,8 @@ struct ConvSpace<'a> {
     pooled: &'a mut [i16],
     argmax: &'a mut [u32],
     grad_pooled: &'a mut [i64],
-    delta: &'a mut [i16],
+    /// Each pooling window's delta, at its winner `argmax` (every other position's is zero).
+    window_delta: &'a mut [i16],
     /// The filters embedded in a pooling window's input region (see [`embed_filters`]); empty
     /// for a block without an input gradient.
     embedded: &'a mut [i16],
@@ -197,7 +198,7 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             pooled: vals.take(pooled),
             argmax: indices.take(pooled),
             grad_pooled: accs.take(pooled),
-            delta: vals.take(c.output_len()),
+            window_delta: vals.take(pooled),
             embedded: vals.take(embedded),
             region: accs.take(region),
             filter_ends: indices.take(c.weight_len()),
@@ -371,20 +372,13 @@ fn rounds_to_at_least(q: i16, a: i64, acc_frac: u32) -> i64 {
     }
 }
 
-/// Deltas of a convolution block from the gradient at its pooled output: at each window's winner
-/// `tanh'(y) * g` (as the definition's tanh backward of the routed gradient), zero elsewhere.
-fn pooled_tanh_backward(
-    grad_pooled: &[i64],
-    grad_frac: u32,
-    pooled: &[i16],
-    argmax: &[u32],
-    delta: &mut [i16],
-) {
-    delta.fill(0);
-    for ((&g, &y), &at) in grad_pooled.iter().zip(pooled).zip(argmax) {
-        if g != 0 {
-            delta[at as usize] = Fixed::tanh_backward(g, grad_frac, y);
-        }
+/// Deltas of a convolution block from the gradient at its pooled output, one per pooling window:
+/// `tanh'(y) * g` at the window's winner (as the definition's tanh backward of the routed
+/// gradient). Every other position's delta is zero, so none is stored: the weight and input
+/// gradients read the winners' deltas beside their `argmax` positions.
+fn pooled_tanh_backward(grad_pooled: &[i64], grad_frac: u32, pooled: &[i16], window_delta: &mut [i16]) {
+    for ((&g, &y), d) in grad_pooled.iter().zip(pooled).zip(window_delta) {
+        *d = if g != 0 { Fixed::tanh_backward(g, grad_frac, y) } else { 0 };
     }
 }
 
@@ -453,7 +447,7 @@ fn conv_backward(
     let s = block.spec;
     let conv = &block.conv;
     let t = span(Slot::Layer(layer, Phase::InputGradient));
-    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, c.argmax, c.delta);
+    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, c.window_delta);
     let (k_len, positions) = (conv.patch_len(), conv.positions());
     let (grad_w, grad_b) = s.params_mut(grads);
     let patch_limit = input_limit(s.input_frac);
@@ -462,12 +456,16 @@ fn conv_backward(
     // position): the transpose of the forward pass's `patches_t`, moved in 8 x 8 blocks, and only
     // when training (evaluation never needs it).
     transpose_i16(c.patches_t, positions, c.patches);
-    for ((d_ch, g_filter), g_b) in
-        c.delta.chunks_exact(positions).zip(grad_w.chunks_exact_mut(k_len)).zip(grad_b)
+    // A filter's terms are its windows' winners, in window order (the sum is exact in any order).
+    let windows = block.pool().output_len() / conv.out_ch;
+    let channels = c.window_delta.chunks_exact(windows).zip(c.argmax.chunks_exact(windows));
+    for (co, ((deltas, winners), (g_filter, g_b))) in
+        channels.zip(grad_w.chunks_exact_mut(k_len).zip(grad_b)).enumerate()
     {
         terms.clear();
-        for (p, &d) in d_ch.iter().enumerate() {
-            terms.push(p * k_len, d);
+        let channel_start = co * positions;
+        for (&d, &at) in deltas.iter().zip(winners) {
+            terms.push((at as usize - channel_start) * k_len, d);
         }
         if terms.len > 0 {
             *g_b += terms.coeffs[..terms.len].iter().map(|&d| d as i64).sum::<i64>();
@@ -533,7 +531,7 @@ fn input_gradient(block: &ConvBlock, c: &mut ConvSpace<'_>, grad_in: &mut [i64],
             let at = c.argmax[co * windows + window] as usize;
             let p = at - co * positions;
             let back = (p / out_w % 2) * REGION_SIDE + p % 2;
-            terms.push(LEAD + co * region - back, c.delta[at]);
+            terms.push(LEAD + co * region - back, c.window_delta[co * windows + window]);
         }
         if terms.len == 0 {
             continue;
