@@ -27,7 +27,7 @@ use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
 use crate::simd::gather::{gather_axpy, gather_axpy2, Write};
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
-use crate::simd::{add_i64_array, copy_i16, transpose_i16};
+use crate::simd::{add_i64_array, copy_i16, copy_rows_i16, pool, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
 
@@ -90,8 +90,9 @@ impl<const D: usize> ConvNet<D> {
             i += 1;
         }
         terms = max(terms, BLOCK);
-        // one term list: offsets and chunk ends (indices), coefficients (vals)
-        ScratchSize { vals: vals + terms, accs, indices: indices + 2 * terms }
+        // one term list: offsets and chunk ends (indices), coefficients (vals), and a second
+        // coefficient list of up to a block's terms
+        ScratchSize { vals: vals + BLOCK + terms, accs, indices: indices + 2 * terms }
     }
 }
 
@@ -99,6 +100,9 @@ impl<const D: usize> ConvNet<D> {
 struct Terms<'a> {
     offsets: &'a mut [u32],
     coeffs: &'a mut [i16],
+    /// A second coefficient list over the same rows, for pairs of outputs ([`Terms::push_pair`]);
+    /// room for [`BLOCK`] terms.
+    second: &'a mut [i16],
     ends: &'a mut [u32],
     len: usize,
     chunks: usize,
@@ -117,6 +121,26 @@ impl<'a> Terms<'a> {
             self.coeffs[self.len] = coeff;
             self.len += 1;
         }
+    }
+    /// Adds a term to both lists unless both coefficients are zero.
+    #[inline]
+    fn push_pair(&mut self, offset: usize, coeffs: [i16; 2]) {
+        if coeffs != [0, 0] {
+            self.offsets[self.len] = offset as u32;
+            self.coeffs[self.len] = coeffs[0];
+            self.second[self.len] = coeffs[1];
+            self.len += 1;
+        }
+    }
+    /// Cuts both lists of [`Terms::push_pair`] for rows bounded by `row_bound`.
+    fn schedule_pair(&mut self, row_bound: u32) {
+        let lists = [&self.coeffs[..self.len], &self.second[..self.len]];
+        self.chunks = chunk_ends_pair(lists, row_bound, self.ends);
+    }
+    /// `outs[f] (=|+=) sum of the terms of list f` over `rows`, for the lists of [`Terms::push_pair`].
+    fn apply_pair(&self, outs: [&mut [i64]; 2], write: Write, rows: &[i16]) {
+        let lists = [&self.coeffs[..self.len], &self.second[..self.len]];
+        gather_axpy2(outs, write, rows, &self.offsets[..self.len], lists, &self.ends[..self.chunks]);
     }
     /// Cuts the list for rows bounded by `row_bound`.
     fn schedule(&mut self, row_bound: u32) {
@@ -224,7 +248,8 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     // for the generic path too).
     let rest_indices = indices.rest();
     let (offsets, ends) = rest_indices.split_at_mut(rest_indices.len() / 2);
-    let terms = Terms { offsets, coeffs: vals.rest(), ends, len: 0, chunks: 0 };
+    let second = vals.take(BLOCK);
+    let terms = Terms { offsets, coeffs: vals.rest(), second, ends, len: 0, chunks: 0 };
     Space { input, conv, dense, terms }
 }
 
@@ -264,16 +289,13 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
 /// `patches_t[k][p]`: the transposed im2col matrix, one row per filter tap.
 fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
     let c = &block.conv;
-    let (out_h, out_w) = (c.out_h(), c.out_w());
+    let out_w = c.out_w();
     let mut rows = patches_t.chunks_exact_mut(c.positions());
     for ci in 0..c.in_ch {
         for ky in 0..crate::layers::conv::KERNEL {
             for kx in 0..crate::layers::conv::KERNEL {
                 let row = rows.next().expect("one row per tap");
-                for oy in 0..out_h {
-                    let src = (ci * c.in_h + oy + ky) * c.in_w + kx;
-                    copy_i16(&mut row[oy * out_w..][..out_w], &input[src..src + out_w]);
-                }
+                copy_rows_i16(row, &input[(ci * c.in_h + ky) * c.in_w + kx..], c.in_w, out_w);
             }
         }
     }
@@ -297,22 +319,23 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
         let filter = &weights[co * k_len..][..k_len];
         gather_axpy(outputs.into_remainder(), Write::Set, c.patches_t, c.row_offsets, filter, ends(co));
     }
-    pool_then_tanh(&block.conv, c.pre, s.biases(w.master), s.acc_frac(), c.pooled, c.argmax);
+    let biases = s.biases(w.master);
+    pool_then_tanh(&block.conv, c.pre, biases, s.acc_frac(), c.pooled, c.argmax);
 }
 
-/// `max-pool(tanh(pre + bias))` with the definition's winners, taking tanh of one value in four.
-/// `pre` is without the channel's bias: adding one constant to a window keeps its order, so the
-/// bias is added only to the values tanh is taken of. tanh (its rounding into Q3.12, then the
-/// table) is monotonic, so a window's largest output is the tanh of its largest pre-activation,
-/// at its first position `m`. The definition takes the first position (in window order) whose
-/// *output* is largest; an earlier position `i` has a smaller pre-activation, so it ties only
-/// through the rounding: when its Q3.12 input equals `m`'s, or, outside the range where tanh is
-/// strictly increasing ([`tanh::STRICT_LIMIT`]), when the table gives the same output. Inside that
-/// range `m`'s input `q` is not saturated, so the earlier inputs equal to it are exactly the
-/// pre-activations at or above the smallest one that rounds to `q` ([`rounds_to_at_least`]): one
-/// comparison each. Outside it (rare: |x| beyond about 7.1) the earlier outputs are computed. Only
-/// winners' outputs are read again (the backward pass gives every other position a zero delta), so
-/// no other output is stored.
+/// Max-pooling then tanh, as the definition's tanh then max-pooling: each 2 x 2 window's output
+/// and the position it came from (`argmax`, an index into `pre`).
+///
+/// `pre` is without the channel's bias, which is added on the way into tanh's Q3.12 input. tanh
+/// (the rounding into Q3.12, then the table) is monotonic, so a window's largest output is the
+/// tanh of its largest Q3.12 input `qm`. The definition takes the first position (in window order)
+/// whose *output* is largest. Where tanh is strictly increasing ([`tanh::STRICT_LIMIT`]: for `qm`
+/// in `-STRICT_LIMIT + 1..=STRICT_LIMIT` every smaller input gives a smaller output), those are
+/// exactly the positions whose input equals `qm`. Outside it (about 2% of the windows) the outputs
+/// are compared ([`first_tie_in_flat_tail`]). The rounding of a pair of rows and each window's
+/// largest input with its first position are vector kernels ([`crate::simd::pool`]). Only
+/// winners' outputs are read again (the backward pass gives every other position a zero delta),
+/// so no other output is stored.
 fn pool_then_tanh(
     c: &crate::layers::Conv5x5,
     pre: &[i64],
@@ -323,54 +346,55 @@ fn pool_then_tanh(
 ) {
     let (in_h, in_w) = (c.out_h(), c.out_w());
     let (out_h, out_w) = (in_h / 2, in_w / 2);
-    let strict = -tanh::STRICT_LIMIT + 1..=tanh::STRICT_LIMIT;
+    // Where each window position lies from the window's top-left corner, in window order.
+    let at_offset = [0, 1, in_w as u32, in_w as u32 + 1];
+    assert!(out_w <= MAX_POOLED_WIDTH, "a pooled row of at most {MAX_POOLED_WIDTH} windows");
+    let mut row_inputs = [0i16; 4 * MAX_POOLED_WIDTH];
+    let (mut largest, mut first) = ([0i16; MAX_POOLED_WIDTH], [0u16; MAX_POOLED_WIDTH]);
+    let inputs = &mut row_inputs[..2 * in_w];
+    let (largest, first) = (&mut largest[..out_w], &mut first[..out_w]);
     let channels = pre.chunks_exact(in_h * in_w).zip(biases);
     let outputs = pooled.chunks_exact_mut(out_h * out_w).zip(argmax.chunks_exact_mut(out_h * out_w));
     for (ch, ((channel, &bias), (pooled, argmax))) in channels.zip(outputs).enumerate() {
         let bias = Fixed::bias(bias, acc_frac);
-        let rows = channel.chunks_exact(2 * in_w);
+        let row_pairs = channel.chunks_exact(2 * in_w);
         let outputs = pooled.chunks_exact_mut(out_w).zip(argmax.chunks_exact_mut(out_w));
-        for (y, (rows, (pooled, argmax))) in rows.zip(outputs).enumerate() {
-            let (top, bottom) = rows.split_at(in_w);
-            let corner = ((ch * in_h + 2 * y) * in_w) as u32;
-            let window_rows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-            for (x, ((t, b), (out, at))) in
-                window_rows.zip(pooled.iter_mut().zip(argmax.iter_mut())).enumerate()
-            {
-                let window = [t[0], t[1], b[0], b[1]];
-                let (mut m, mut largest) = (0, window[0]);
-                for (i, &v) in window.iter().enumerate().skip(1) {
-                    if v > largest {
-                        (m, largest) = (i, v);
-                    }
+        for (y, (pair, (pooled, argmax))) in row_pairs.zip(outputs).enumerate() {
+            match acc_frac.checked_sub(crate::fixed::TANH_IN_FRAC) {
+                Some(right) if right > 0 => pool::tanh_inputs(pair, bias, right, inputs),
+                _ => {
+                    inputs.iter_mut().zip(pair).for_each(|(q, &p)| *q = tanh::tanh_input(p + bias, acc_frac))
                 }
-                let q = tanh::tanh_input(largest + bias, acc_frac);
-                let best = tanh::tanh_q(q);
-                let first = if m == 0 {
-                    0
-                } else if strict.contains(&q) {
-                    let lowest = rounds_to_at_least(q, largest + bias, acc_frac) - bias;
-                    window[..m].iter().position(|&v| v >= lowest).unwrap_or(m)
+            }
+            let (top, bottom) = inputs.split_at(in_w);
+            pool::window_max(top, bottom, largest, first);
+            let corner = ((ch * in_h + 2 * y) * in_w) as u32;
+            let windows = largest.iter().zip(first.iter()).zip(pooled.iter_mut().zip(argmax.iter_mut()));
+            for (x, ((&qm, &f), (out, at))) in windows.enumerate() {
+                let f = if (-tanh::STRICT_LIMIT + 1..=tanh::STRICT_LIMIT).contains(&qm) {
+                    f as usize
                 } else {
-                    let ties = |v: i64| tanh::tanh_q(tanh::tanh_input(v + bias, acc_frac)) == best;
-                    window[..m].iter().position(|&v| ties(v)).unwrap_or(m)
+                    first_tie_in_flat_tail(top, bottom, x, qm)
                 };
-                *out = best;
-                *at = corner + (first / 2 * in_w + 2 * x + first % 2) as u32;
+                *out = tanh::tanh_q(qm);
+                *at = corner + 2 * x as u32 + at_offset[f];
             }
         }
     }
 }
 
-/// The smallest accumulator whose Q3.12 tanh input is `q`, given one, `a`, that rounds to it
-/// without saturating: rounding half up by `shift` bits maps `[q * 2^shift - 2^(shift-1), ...)` to
-/// `q`; with no bits dropped the input is `a` shifted left, and `a` is the only one.
-fn rounds_to_at_least(q: i16, a: i64, acc_frac: u32) -> i64 {
-    match acc_frac.checked_sub(crate::fixed::TANH_IN_FRAC) {
-        Some(shift) if shift > 0 => ((q as i64) << shift) - (1 << (shift - 1)),
-        _ => a,
-    }
+/// Where tanh is not strictly increasing ([`tanh::STRICT_LIMIT`]), the first position of window
+/// `x` of two rows of Q3.12 inputs whose output equals that of the largest input, `largest`.
+#[cold]
+fn first_tie_in_flat_tail(top: &[i16], bottom: &[i16], x: usize, largest: i16) -> usize {
+    let best = tanh::tanh_q(largest);
+    let window = [top[2 * x], top[2 * x + 1], bottom[2 * x], bottom[2 * x + 1]];
+    window.iter().position(|&q| tanh::tanh_q(q) == best).expect("the largest ties with itself")
 }
+
+/// The widest pooled row [`pool_then_tanh`] takes (its row buffers are on the stack; the models'
+/// widest is 14).
+const MAX_POOLED_WIDTH: usize = 64;
 
 /// Deltas of a convolution block from the gradient at its pooled output, one per pooling window:
 /// `tanh'(y) * g` at the window's winner (as the definition's tanh backward of the routed
@@ -599,13 +623,35 @@ fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: us
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
         let (grad_w, grad_b) = block.spec.params_mut(grads);
         let rows = &d.inputs[..samples * inputs];
-        for (j, (g_row, g_b)) in grad_w.chunks_exact_mut(inputs).zip(grad_b).enumerate() {
-            let terms = &mut space.terms;
+        let deltas = |s: usize, j: usize| d.deltas[s * outputs + j];
+        let terms = &mut space.terms;
+        // Rows of the weight gradient two at a time: both sum over the block's samples, so they
+        // share their terms (a sample whose two deltas are both zero is left out).
+        let paired = outputs / 2 * 2;
+        let (grad_w, last_w) = grad_w.split_at_mut(paired * inputs);
+        let (grad_b, last_b) = grad_b.split_at_mut(paired);
+        let pairs = grad_w.chunks_exact_mut(2 * inputs).zip(grad_b.chunks_exact_mut(2));
+        for (j, (g_rows, g_b)) in (0..).step_by(2).zip(pairs) {
             terms.clear();
             for s in 0..samples {
-                let delta = d.deltas[s * outputs + j];
-                terms.push(s * inputs, delta);
-                *g_b += delta as i64;
+                let pair = [deltas(s, j), deltas(s, j + 1)];
+                terms.push_pair(s * inputs, pair);
+                g_b[0] += pair[0] as i64;
+                g_b[1] += pair[1] as i64;
+            }
+            if terms.len > 0 {
+                terms.schedule_pair(VALUE_LIMIT);
+                let (first, second) = g_rows.split_at_mut(inputs);
+                terms.apply_pair([first, second], Write::Add, rows);
+                profile::count_traffic(2 + i, 2 * 16 * (inputs + 1));
+            }
+        }
+        if let ([g_b], j) = (last_b, outputs - 1) {
+            let g_row = last_w;
+            terms.clear();
+            for s in 0..samples {
+                terms.push(s * inputs, deltas(s, j));
+                *g_b += deltas(s, j) as i64;
             }
             if terms.len > 0 {
                 terms.schedule(VALUE_LIMIT);

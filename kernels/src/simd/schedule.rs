@@ -36,7 +36,27 @@ pub const TERM_GROUP: usize = 8;
 /// multiple of [`TERM_GROUP`] terms from its start (a prefix of an admissible chunk is admissible),
 /// or at that term when the chunk is shorter than a group.
 pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
+    if fits_one_chunk(coeffs.iter().map(|c| c.unsigned_abs()), coeffs.len(), row_bound) {
+        return one_chunk(coeffs.len(), ends);
+    }
     chunk_ends_by(coeffs.len(), |t| coeffs[t].unsigned_abs(), row_bound, ends)
+}
+
+/// Whether all `terms` magnitudes together stay within the lane limit, so the greedy cut would
+/// make one chunk of them: the common case, checked in one pass that vectorises (a sum of at most
+/// 65,536 magnitudes below 2^15 fits a `u32`), where the greedy cut costs a branch per term.
+#[inline]
+fn fits_one_chunk(magnitudes: impl Iterator<Item = u16>, terms: usize, row_bound: u32) -> bool {
+    terms <= 1 << 16 && magnitudes.map(u32::from).sum::<u32>() as u64 * row_bound as u64 <= LANE_LIMIT
+}
+
+/// The one chunk of a list of `terms` terms (none for an empty list).
+fn one_chunk(terms: usize, ends: &mut [u32]) -> usize {
+    if terms == 0 {
+        return 0;
+    }
+    ends[0] = terms as u32;
+    1
 }
 
 /// [`chunk_ends`] for two coefficient lists that share their terms (the two outputs of
@@ -45,6 +65,10 @@ pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
 pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) -> usize {
     assert_eq!(coeffs[0].len(), coeffs[1].len(), "the lists share their terms");
     let magnitude = |t: usize| coeffs[0][t].unsigned_abs().max(coeffs[1][t].unsigned_abs());
+    let larger = coeffs[0].iter().zip(coeffs[1]).map(|(a, b)| a.unsigned_abs().max(b.unsigned_abs()));
+    if fits_one_chunk(larger, coeffs[0].len(), row_bound) {
+        return one_chunk(coeffs[0].len(), ends);
+    }
     chunk_ends_by(coeffs[0].len(), magnitude, row_bound, ends)
 }
 
@@ -137,6 +161,39 @@ mod tests {
             start = end;
         }
         assert_eq!(start, coeffs.len());
+    }
+
+    /// The one-pass check for a single chunk gives the greedy cut's chunks: lists whose magnitudes
+    /// sum just below, at and just above the limit, alone and in pairs.
+    #[test]
+    fn one_chunk_shortcut_is_the_greedy_cut() {
+        let mut rng = crate::rng::Rng::new(9);
+        for case in 0..400 {
+            let len = 1 + rng.below(300) as usize;
+            let scale = [1u64, 40, 300, 2000, 32767][case % 5];
+            let mut list = || {
+                let mut values = [0i16; 300];
+                values.iter_mut().for_each(|v| *v = (rng.below(2 * scale + 1) as i64 - scale as i64) as i16);
+                values
+            };
+            let (a, b) = (list(), list());
+            let (a, b) = (&a[..len], &b[..len]);
+            let sum: u64 = a.iter().map(|c| c.unsigned_abs() as u64).sum();
+            // Row bounds that put the whole list just inside, exactly at and just past the limit.
+            let at_limit = (LANE_LIMIT / sum.max(1)).clamp(1, VALUE_LIMIT as u64) as u32;
+            for row_bound in
+                [at_limit.saturating_sub(1).max(1), at_limit, (at_limit + 1).min(VALUE_LIMIT), 16384]
+            {
+                let (mut fast, mut greedy) = ([0u32; 300], [0u32; 300]);
+                let n = chunk_ends(a, row_bound, &mut fast);
+                let m = chunk_ends_by(len, |t| a[t].unsigned_abs(), row_bound, &mut greedy);
+                assert_eq!(&fast[..n], &greedy[..m], "case {case} bound {row_bound}");
+                let n = chunk_ends_pair([a, b], row_bound, &mut fast);
+                let larger = |t: usize| a[t].unsigned_abs().max(b[t].unsigned_abs());
+                let m = chunk_ends_by(len, larger, row_bound, &mut greedy);
+                assert_eq!(&fast[..n], &greedy[..m], "pair case {case} bound {row_bound}");
+            }
+        }
     }
 
     #[test]
