@@ -346,13 +346,13 @@ fn pool_then_tanh(
 ) {
     let (in_h, in_w) = (c.out_h(), c.out_w());
     let (out_h, out_w) = (in_h / 2, in_w / 2);
-    // Where each window position lies from the window's top-left corner, in window order.
-    let at_offset = [0, 1, in_w as u32, in_w as u32 + 1];
+    // Where tanh is strictly increasing: its inputs' order is its outputs' order.
+    let strict = (-tanh::STRICT_LIMIT + 1, tanh::STRICT_LIMIT);
     assert!(out_w <= MAX_POOLED_WIDTH, "a pooled row of at most {MAX_POOLED_WIDTH} windows");
     let mut row_inputs = [0i16; 4 * MAX_POOLED_WIDTH];
-    let (mut largest, mut first) = ([0i16; MAX_POOLED_WIDTH], [0u16; MAX_POOLED_WIDTH]);
+    let mut largest = [0i16; MAX_POOLED_WIDTH];
     let inputs = &mut row_inputs[..2 * in_w];
-    let (largest, first) = (&mut largest[..out_w], &mut first[..out_w]);
+    let largest = &mut largest[..out_w];
     let channels = pre.chunks_exact(in_h * in_w).zip(biases);
     let outputs = pooled.chunks_exact_mut(out_h * out_w).zip(argmax.chunks_exact_mut(out_h * out_w));
     for (ch, ((channel, &bias), (pooled, argmax))) in channels.zip(outputs).enumerate() {
@@ -367,17 +367,17 @@ fn pool_then_tanh(
                 }
             }
             let (top, bottom) = inputs.split_at(in_w);
-            pool::window_max(top, bottom, largest, first);
             let corner = ((ch * in_h + 2 * y) * in_w) as u32;
-            let windows = largest.iter().zip(first.iter()).zip(pooled.iter_mut().zip(argmax.iter_mut()));
-            for (x, ((&qm, &f), (out, at))) in windows.enumerate() {
-                let f = if (-tanh::STRICT_LIMIT + 1..=tanh::STRICT_LIMIT).contains(&qm) {
-                    f as usize
-                } else {
-                    first_tie_in_flat_tail(top, bottom, x, qm)
-                };
+            let outside = pool::window_max(top, bottom, corner, in_w as u32, strict, largest, argmax);
+            for (&qm, out) in largest.iter().zip(pooled.iter_mut()) {
                 *out = tanh::tanh_q(qm);
-                *at = corner + 2 * x as u32 + at_offset[f];
+            }
+            if outside {
+                let windows = largest.iter().zip(argmax.iter_mut()).enumerate();
+                for (x, (&qm, at)) in windows.filter(|(_, (qm, _))| !(strict.0..=strict.1).contains(qm)) {
+                    let f = first_tie_in_flat_tail(top, bottom, x, qm) as u32;
+                    *at = corner + 2 * x as u32 + f % 2 + f / 2 * in_w as u32;
+                }
             }
         }
     }

@@ -102,7 +102,7 @@ pub fn gather_axpy2_at(
     #[cfg(target_arch = "aarch64")]
     if level != Level::Scalar && level::supported(level) {
         check(first.len(), rows, offsets, coeffs[0], ends);
-        check(first.len(), rows, offsets, coeffs[1], ends);
+        check_terms(coeffs[1], offsets, ends); // the same rows: their reach is checked once
         return platform::gather_axpy2([first, second], write, rows, offsets, coeffs, ends);
     }
     gather_axpy_at(level, first, write, rows, offsets, coeffs[0], ends);
@@ -132,9 +132,15 @@ fn scalar_columns(
 /// The invariants the vector code's raw-pointer loads rely on: every row lies inside `rows`, and
 /// the chunks end in order at the last term.
 fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[u32]) {
-    assert_eq!(offsets.len(), coeffs.len(), "one offset per coefficient");
     let last = super::max_u32(offsets).map_or(0, |o| o as usize + columns);
     assert!(last <= rows.len(), "a term's row reaches past the matrix");
+    check_terms(coeffs, offsets, ends);
+}
+
+/// The invariants of one coefficient list: one per offset, and chunks that end in order at the
+/// last term.
+fn check_terms(coeffs: &[i16], offsets: &[u32], ends: &[u32]) {
+    assert_eq!(offsets.len(), coeffs.len(), "one offset per coefficient");
     assert_eq!(ends.last().map_or(0, |&e| e as usize), coeffs.len(), "the chunks end at the last term");
     debug_assert!(ends.windows(2).all(|w| w[0] < w[1]), "chunk ends increase");
     debug_assert!(!coeffs.contains(&i16::MIN), "values are in the symmetric range");

@@ -32,21 +32,46 @@ pub fn tanh_inputs_scalar(pre: &[i64], bias: i64, right: u32, out: &mut [i16]) {
 }
 
 /// For each window `x` of two rows, `[top[2x], top[2x + 1], bottom[2x], bottom[2x + 1]]`: its
-/// largest value `largest[x]`, and `first[x]`, the first position in that order holding it.
-pub fn window_max(top: &[i16], bottom: &[i16], largest: &mut [i16], first: &mut [u16]) {
+/// largest value `largest[x]`, and where the first position (in that order) holding it lies in
+/// the plane: `at[x] = corner + 2x + f % 2 + (f / 2) * width` for position `f`, with `corner` the
+/// plane index of `top[0]` and `width` the plane's row length. Returns whether any window's
+/// largest value lies outside `lowest..=highest` (the caller revisits those windows).
+#[allow(clippy::too_many_arguments)] // two rows in, two outputs, where they lie, and the range
+pub fn window_max(
+    top: &[i16],
+    bottom: &[i16],
+    corner: u32,
+    width: u32,
+    (lowest, highest): (i16, i16),
+    largest: &mut [i16],
+    at: &mut [u32],
+) -> bool {
     let windows = largest.len();
-    assert!(top.len() == 2 * windows && bottom.len() == 2 * windows && first.len() == windows);
-    platform::window_max(top, bottom, largest, first)
+    assert!(top.len() == 2 * windows && bottom.len() == 2 * windows && at.len() == windows);
+    assert!(width < 1 << 15 && (corner as u64) + 2 * windows as u64 + width as u64 <= u32::MAX as u64);
+    platform::window_max(top, bottom, corner, width, (lowest, highest), largest, at)
 }
 
 /// The portable definition of [`window_max`].
-pub fn window_max_scalar(top: &[i16], bottom: &[i16], largest: &mut [i16], first: &mut [u16]) {
+pub fn window_max_scalar(
+    top: &[i16],
+    bottom: &[i16],
+    corner: u32,
+    width: u32,
+    (lowest, highest): (i16, i16),
+    largest: &mut [i16],
+    at: &mut [u32],
+) -> bool {
+    let mut outside = false;
     let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
-    for ((t, b), (m, f)) in windows.zip(largest.iter_mut().zip(first.iter_mut())) {
+    for (x, ((t, b), (m, a))) in windows.zip(largest.iter_mut().zip(at.iter_mut())).enumerate() {
         let window = [t[0], t[1], b[0], b[1]];
         *m = window.into_iter().max().expect("four values");
-        *f = window.iter().position(|v| v == m).expect("the largest is in the window") as u16;
+        let f = window.iter().position(|v| v == m).expect("the largest is in the window") as u32;
+        *a = corner + 2 * x as u32 + f % 2 + f / 2 * width;
+        outside |= !(lowest..=highest).contains(m);
     }
+    outside
 }
 
 #[cfg(not(target_arch = "aarch64"))]
@@ -106,107 +131,172 @@ mod platform {
         super::tanh_inputs_scalar(&pre[whole..], bias, right, &mut out[whole..]);
     }
 
-    pub fn window_max(top: &[i16], bottom: &[i16], largest: &mut [i16], first: &mut [u16]) {
-        let eights = largest.len() / 8 * 8;
-        // SAFETY: `top` and `bottom` hold `2 * largest.len()` values and `first` `largest.len()`
-        // (asserted by the caller); the loop reads `2 * eights` values of each row and writes
-        // `eights` of each output, eight windows at a time, advancing the pointers; `ld2`/`st1`
-        // need only element alignment.
-        unsafe {
-            windows_by_eight(top.as_ptr(), bottom.as_ptr(), largest.as_mut_ptr(), first.as_mut_ptr(), eights)
-        };
-        let mut done = eights;
-        if largest.len() - done >= 4 {
-            // SAFETY: as above, for the four windows from `done`, which are inside the slices.
+    /// `2 * lane` for eight lanes: the windows' distances from the first one.
+    static LANE_STEPS: [u32; 8] = [0, 2, 4, 6, 8, 10, 12, 14];
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn window_max(
+        top: &[i16],
+        bottom: &[i16],
+        corner: u32,
+        width: u32,
+        range: (i16, i16),
+        largest: &mut [i16],
+        at: &mut [u32],
+    ) -> bool {
+        let windows = largest.len();
+        let eights = windows / 8 * 8;
+        let mut outside = 0u64;
+        if eights > 0 {
+            // SAFETY: `top` and `bottom` hold `2 * windows` values, `largest` and `at` `windows`
+            // (asserted by the caller); the loop reads `2 * eights` values of each row and writes
+            // `eights` of each output, eight windows at a time, advancing the pointers; `ld1`,
+            // `ld2` and `st1` need only element alignment. The two-register `st1` needs
+            // consecutive registers, hence the named ones.
+            //
+            // `ld2` splits a row into its windows' left and right values. The position is 3, then
+            // 2 where the bottom left equals the largest, 1 where the top right does, 0 where the
+            // top left does (later tests override earlier ones, so the first equal position
+            // wins); its offset in the plane is `(f & 1) + (f >> 1) * width`, widened to 32 bits
+            // and added to the windows' corners. Lanes outside the range are or-ed into v29.
             unsafe {
-                four_windows(
-                    top.as_ptr().add(2 * done),
-                    bottom.as_ptr().add(2 * done),
-                    largest.as_mut_ptr().add(done),
-                    first.as_mut_ptr().add(done),
-                )
-            };
+                asm!(
+                    "movi v26.8h, #3",
+                    "movi v27.8h, #2",
+                    "movi v28.8h, #1",
+                    "movi v29.16b, #0",
+                    "dup v30.8h, {lo:w}",
+                    "dup v31.8h, {hi:w}",
+                    "dup v7.8h, {width:w}",
+                    "ld1 {{v4.4s, v5.4s}}, [{steps}]",
+                    "dup v6.4s, {corner:w}",
+                    "add v4.4s, v4.4s, v6.4s",
+                    "add v5.4s, v5.4s, v6.4s",
+                    "movi v6.4s, #16",
+                    "2:",
+                    "ld2 {{v16.8h, v17.8h}}, [{t}], #32",
+                    "ld2 {{v18.8h, v19.8h}}, [{b}], #32",
+                    "smax v20.8h, v16.8h, v17.8h",
+                    "smax v21.8h, v18.8h, v19.8h",
+                    "smax v20.8h, v20.8h, v21.8h",
+                    "cmeq v16.8h, v16.8h, v20.8h",
+                    "cmeq v17.8h, v17.8h, v20.8h",
+                    "cmeq v18.8h, v18.8h, v20.8h",
+                    "mov v21.16b, v26.16b",
+                    "bit v21.16b, v27.16b, v18.16b",
+                    "bit v21.16b, v28.16b, v17.16b",
+                    "bic v21.16b, v21.16b, v16.16b",
+                    "and v22.16b, v21.16b, v28.16b",
+                    "ushr v21.8h, v21.8h, #1",
+                    "mla v22.8h, v21.8h, v7.8h",
+                    "uxtl v24.4s, v22.4h",
+                    "uxtl2 v25.4s, v22.8h",
+                    "add v24.4s, v24.4s, v4.4s",
+                    "add v25.4s, v25.4s, v5.4s",
+                    "cmgt v16.8h, v20.8h, v31.8h",
+                    "cmgt v17.8h, v30.8h, v20.8h",
+                    "orr v29.16b, v29.16b, v16.16b",
+                    "orr v29.16b, v29.16b, v17.16b",
+                    "st1 {{v20.8h}}, [{m}], #16",
+                    "st1 {{v24.4s, v25.4s}}, [{a}], #32",
+                    "add v4.4s, v4.4s, v6.4s",
+                    "add v5.4s, v5.4s, v6.4s",
+                    "subs {n}, {n}, #8",
+                    "b.ne 2b",
+                    "umaxv h29, v29.8h",
+                    "umov {outside:w}, v29.h[0]",
+                    n = inout(reg) eights => _,
+                    t = inout(reg) top.as_ptr() => _,
+                    b = inout(reg) bottom.as_ptr() => _,
+                    m = inout(reg) largest.as_mut_ptr() => _,
+                    a = inout(reg) at.as_mut_ptr() => _,
+                    steps = in(reg) LANE_STEPS.as_ptr(),
+                    corner = in(reg) corner,
+                    width = in(reg) width,
+                    lo = in(reg) range.0 as i32,
+                    hi = in(reg) range.1 as i32,
+                    outside = out(reg) outside,
+                    out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+                    out("v21") _, out("v22") _, out("v24") _, out("v25") _, out("v26") _,
+                    out("v27") _, out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+                    options(nostack)
+                );
+            }
+        }
+        let mut done = eights;
+        if windows - done >= 4 {
+            // SAFETY: as above, for the four windows from `done`, which lie inside the slices: one
+            // trip of the loop above in half registers.
+            let four_outside: u64;
+            unsafe {
+                asm!(
+                    "ld2 {{v16.4h, v17.4h}}, [{t}]",
+                    "ld2 {{v18.4h, v19.4h}}, [{b}]",
+                    "smax v20.4h, v16.4h, v17.4h",
+                    "smax v21.4h, v18.4h, v19.4h",
+                    "smax v20.4h, v20.4h, v21.4h",
+                    "cmeq v16.4h, v16.4h, v20.4h",
+                    "cmeq v17.4h, v17.4h, v20.4h",
+                    "cmeq v18.4h, v18.4h, v20.4h",
+                    "movi v21.4h, #3",
+                    "movi v22.4h, #2",
+                    "bit v21.8b, v22.8b, v18.8b",
+                    "movi v28.4h, #1",
+                    "bit v21.8b, v28.8b, v17.8b",
+                    "bic v21.8b, v21.8b, v16.8b",
+                    "and v22.8b, v21.8b, v28.8b",
+                    "ushr v21.4h, v21.4h, #1",
+                    "dup v7.4h, {width:w}",
+                    "mla v22.4h, v21.4h, v7.4h",
+                    "uxtl v24.4s, v22.4h",
+                    "ld1 {{v4.4s}}, [{steps}]",
+                    "dup v6.4s, {corner:w}",
+                    "add v4.4s, v4.4s, v6.4s",
+                    "add v24.4s, v24.4s, v4.4s",
+                    "dup v30.4h, {lo:w}",
+                    "dup v31.4h, {hi:w}",
+                    "cmgt v16.4h, v20.4h, v31.4h",
+                    "cmgt v17.4h, v30.4h, v20.4h",
+                    "orr v16.8b, v16.8b, v17.8b",
+                    "st1 {{v20.4h}}, [{m}]",
+                    "st1 {{v24.4s}}, [{a}]",
+                    "umaxv h16, v16.4h",
+                    "umov {outside:w}, v16.h[0]",
+                    t = in(reg) top.as_ptr().add(2 * done),
+                    b = in(reg) bottom.as_ptr().add(2 * done),
+                    m = in(reg) largest.as_mut_ptr().add(done),
+                    a = in(reg) at.as_mut_ptr().add(done),
+                    steps = in(reg) LANE_STEPS.as_ptr(),
+                    corner = in(reg) corner + 2 * done as u32,
+                    width = in(reg) width,
+                    lo = in(reg) range.0 as i32,
+                    hi = in(reg) range.1 as i32,
+                    outside = out(reg) four_outside,
+                    out("v4") _, out("v6") _, out("v7") _, out("v16") _, out("v17") _,
+                    out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _,
+                    out("v24") _, out("v28") _, out("v30") _, out("v31") _,
+                    options(nostack)
+                );
+            }
+            outside |= four_outside;
             done += 4;
         }
-        let rest = 2 * done..;
-        super::window_max_scalar(&top[rest.clone()], &bottom[rest], &mut largest[done..], &mut first[done..]);
-    }
-
-    // `ld2` splits a row into its windows' left and right values; the position is 3, then 2 where
-    // the bottom left equals the largest, 1 where the top right does, 0 where the top left does
-    // (later tests override earlier ones, so the first equal position wins).
-
-    /// `windows` (a multiple of 8) windows, eight at a time. SAFETY (caller): `top` and `bottom`
-    /// have `2 * windows` readable values, `largest` and `first` `windows` writable ones.
-    unsafe fn windows_by_eight(
-        top: *const i16,
-        bottom: *const i16,
-        largest: *mut i16,
-        first: *mut u16,
-        windows: usize,
-    ) {
-        asm!(
-            "movi v26.8h, #3",
-            "movi v27.8h, #2",
-            "movi v28.8h, #1",
-            "2:",
-            "cbz {n}, 3f",
-            "ld2 {{v16.8h, v17.8h}}, [{t}], #32",
-            "ld2 {{v18.8h, v19.8h}}, [{b}], #32",
-            "smax v20.8h, v16.8h, v17.8h",
-            "smax v21.8h, v18.8h, v19.8h",
-            "smax v20.8h, v20.8h, v21.8h",
-            "cmeq v16.8h, v16.8h, v20.8h",
-            "cmeq v17.8h, v17.8h, v20.8h",
-            "cmeq v18.8h, v18.8h, v20.8h",
-            "mov v21.16b, v26.16b",
-            "bit v21.16b, v27.16b, v18.16b",
-            "bit v21.16b, v28.16b, v17.16b",
-            "bic v21.16b, v21.16b, v16.16b",
-            "st1 {{v20.8h}}, [{m}], #16",
-            "st1 {{v21.8h}}, [{f}], #16",
-            "sub {n}, {n}, #8",
-            "b 2b",
-            "3:",
-            n = inout(reg) windows => _,
-            t = inout(reg) top => _,
-            b = inout(reg) bottom => _,
-            m = inout(reg) largest => _,
-            f = inout(reg) first => _,
-            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
-            out("v21") _, out("v26") _, out("v27") _, out("v28") _,
-            options(nostack)
+        if done == windows {
+            return outside != 0;
+        }
+        let eights = done;
+        let rest = 2 * eights..;
+        let rest_outside = super::window_max_scalar(
+            &top[rest.clone()],
+            &bottom[rest],
+            corner + 2 * eights as u32,
+            width,
+            range,
+            &mut largest[eights..],
+            &mut at[eights..],
         );
-    }
-
-    /// Four windows in half registers. SAFETY (caller): `top` and `bottom` have 8 readable values,
-    /// `largest` and `first` 4 writable ones.
-    unsafe fn four_windows(top: *const i16, bottom: *const i16, largest: *mut i16, first: *mut u16) {
-        asm!(
-            "ld2 {{v16.4h, v17.4h}}, [{t}]",
-            "ld2 {{v18.4h, v19.4h}}, [{b}]",
-            "smax v20.4h, v16.4h, v17.4h",
-            "smax v21.4h, v18.4h, v19.4h",
-            "smax v20.4h, v20.4h, v21.4h",
-            "cmeq v16.4h, v16.4h, v20.4h",
-            "cmeq v17.4h, v17.4h, v20.4h",
-            "cmeq v18.4h, v18.4h, v20.4h",
-            "movi v21.4h, #3",
-            "movi v22.4h, #2",
-            "bit v21.8b, v22.8b, v18.8b",
-            "movi v22.4h, #1",
-            "bit v21.8b, v22.8b, v17.8b",
-            "bic v21.8b, v21.8b, v16.8b",
-            "st1 {{v20.4h}}, [{m}]",
-            "st1 {{v21.4h}}, [{f}]",
-            t = in(reg) top,
-            b = in(reg) bottom,
-            m = in(reg) largest,
-            f = in(reg) first,
-            out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
-            out("v21") _, out("v22") _,
-            options(nostack)
-        );
+        outside != 0 || rest_outside
     }
 }
 
@@ -246,23 +336,35 @@ mod tests {
     }
 
     /// [`window_max`] against its definition at every window count up to 20, on values drawn from
-    /// a handful so that ties at every position occur, and at the extremes.
+    /// a handful so that ties at every position occur, at the extremes, and with ranges that
+    /// leave some windows outside or none.
     #[test]
     fn window_max_matches_the_definition() {
         let mut rng = Rng::new(12);
         let palette = [-32767i16, -5, 0, 3, 3, 7, 32767];
         for windows in 0..20 {
-            for _ in 0..20 {
+            for trial in 0..30 {
                 let (mut top, mut bottom) = ([0i16; 40], [0i16; 40]);
                 for v in top.iter_mut().chain(bottom.iter_mut()) {
                     *v = palette[rng.below(palette.len() as u64) as usize];
                 }
-                let (mut largest, mut first) = ([0i16; 20], [0u16; 20]);
-                let (mut want, mut want_first) = ([0i16; 20], [0u16; 20]);
+                let range = [(-32767, 32767), (-5, 7), (0, 3), (-4, 32766)][trial % 4];
+                let (corner, width) = (rng.below(1000) as u32, 2 * windows as u32 + rng.below(5) as u32);
+                let (mut largest, mut at) = ([0i16; 20], [0u32; 20]);
+                let (mut want, mut want_at) = ([0i16; 20], [0u32; 20]);
                 let (t, b) = (&top[..2 * windows], &bottom[..2 * windows]);
-                window_max(t, b, &mut largest[..windows], &mut first[..windows]);
-                window_max_scalar(t, b, &mut want[..windows], &mut want_first[..windows]);
-                assert_eq!((largest, first), (want, want_first), "{windows} windows");
+                let outside =
+                    window_max(t, b, corner, width, range, &mut largest[..windows], &mut at[..windows]);
+                let want_outside = window_max_scalar(
+                    t,
+                    b,
+                    corner,
+                    width,
+                    range,
+                    &mut want[..windows],
+                    &mut want_at[..windows],
+                );
+                assert_eq!((largest, at, outside), (want, want_at, want_outside), "{windows} windows");
             }
         }
     }
