@@ -295,7 +295,12 @@ mod platform {
 
     pub fn copy_rows_i16(dst: &mut [i16], src: &[i16], stride: usize, width: usize) {
         if !width.is_multiple_of(4) {
-            return super::copy_rows_i16_scalar(dst, src, stride, width);
+            // Rows of any width, one `copy_i16` each (the definition's `copy_from_slice` is a
+            // `memcpy` call moving a halfword at a time on the strict-align target).
+            for (r, row) in dst.chunks_exact_mut(width).enumerate() {
+                copy_i16(row, &src[r * stride..][..width]);
+            }
+            return;
         }
         // SAFETY: the caller asserted that `dst` holds whole rows of `width` values and that
         // every row `r * stride..r * stride + width` lies inside `src`; each trip of the outer
