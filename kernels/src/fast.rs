@@ -34,6 +34,15 @@ use crate::{tanh, Arith, Fixed};
 /// Samples whose dense weight gradients are summed in one pass.
 pub const BLOCK: usize = 64;
 
+/// Samples whose convolution weight gradients are summed in one pass, per convolution: their
+/// patch rows, winners and deltas are kept until then, so each filter's `i64` accumulators are
+/// read and written once per block (the second convolution's 25,050 of them were 400 kB per
+/// sample), and each filter's product has the block's terms over the same columns. The first
+/// convolution's filters already have 144 terms per sample, and longer lists only cost it more
+/// chunk cuts, so it sums per sample (measured: 163k instructions per sample that way, 197k in
+/// blocks of eight). Divisors of [`BLOCK`].
+pub const CONV_BLOCKS: [usize; 2] = [1, 8];
+
 /// The largest input pixel (Q1.14 of 255): the row bound of the first convolution's patches.
 const PIXEL_LIMIT: u32 = 1 << INPUT_FRAC;
 
@@ -65,8 +74,9 @@ impl<const D: usize> ConvNet<D> {
         while i < 2 {
             let c = &self.conv[i].conv;
             let pooled = self.conv[i].pool().output_len();
-            // patches both ways, pooled output, the windows' deltas
-            vals += 2 * c.patches_len() + 2 * pooled;
+            // patches both ways (a block of the weight gradient's), pooled output, a block of the
+            // windows' deltas
+            vals += (1 + CONV_BLOCKS[i]) * c.patches_len() + pooled + CONV_BLOCKS[i] * pooled;
             // pre-activations, gradient at the pooled output
             accs += c.output_len() + pooled;
             if i > 0 {
@@ -74,9 +84,10 @@ impl<const D: usize> ConvNet<D> {
                 vals += embedded_len(c);
                 accs += region_len(c);
             }
-            // argmax, per-filter chunk ends and their counts, forward row offsets
-            indices += pooled + c.weight_len() + c.out_ch + c.patch_len();
-            terms = max(terms, max(c.positions(), max(c.out_ch, c.patch_len())));
+            // a block of argmax, per-filter chunk ends and their counts, forward row offsets
+            indices += CONV_BLOCKS[i] * pooled + c.weight_len() + c.out_ch + c.patch_len();
+            let filter_terms = CONV_BLOCKS[i] * (pooled / c.out_ch); // a block's winners of a filter
+            terms = max(terms, max(filter_terms, max(c.out_ch, c.patch_len())));
             i += 1;
         }
         i = 0;
@@ -162,12 +173,15 @@ impl<'a> Terms<'a> {
 /// A convolution block's buffers on the fast path.
 struct ConvSpace<'a> {
     patches_t: &'a mut [i16],
+    /// A block ([`CONV_BLOCKS`]) of samples' im2col matrices, the weight gradient's rows.
     patches: &'a mut [i16],
     pre: &'a mut [i64],
     pooled: &'a mut [i16],
+    /// A block ([`CONV_BLOCKS`]) of samples' winners, one per pooling window (an index into `pre`).
     argmax: &'a mut [u32],
     grad_pooled: &'a mut [i64],
-    /// Each pooling window's delta, at its winner `argmax` (every other position's is zero).
+    /// A block ([`CONV_BLOCKS`]) of samples' deltas, one per pooling window, at its winner (every other
+    /// position's is zero).
     window_delta: &'a mut [i16],
     /// The filters embedded in a pooling window's input region (see [`embed_filters`]); empty
     /// for a block without an input gradient.
@@ -211,18 +225,18 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     let mut accs = Carve::new(scratch.accs);
     let mut indices = Carve::new(scratch.indices);
     let input = vals.take(net.side * net.side);
-    let mut conv_space = |b: &ConvBlock, input_gradient: bool| {
+    let mut conv_space = |b: &ConvBlock, input_gradient: bool, samples: usize| {
         let c = &b.conv;
         let (embedded, region) = if input_gradient { (embedded_len(c), region_len(c)) } else { (0, 0) };
         let pooled = b.pool().output_len();
         ConvSpace {
             patches_t: vals.take(c.patches_len()),
-            patches: vals.take(c.patches_len()),
+            patches: vals.take(samples * c.patches_len()),
             pre: accs.take(c.output_len()),
             pooled: vals.take(pooled),
-            argmax: indices.take(pooled),
+            argmax: indices.take(samples * pooled),
             grad_pooled: accs.take(pooled),
-            window_delta: vals.take(pooled),
+            window_delta: vals.take(samples * pooled),
             embedded: vals.take(embedded),
             region: accs.take(region),
             filter_ends: indices.take(c.weight_len()),
@@ -231,7 +245,8 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             weight_limit: 0,
         }
     };
-    let conv = [conv_space(&net.conv[0], false), conv_space(&net.conv[1], true)];
+    let conv =
+        [conv_space(&net.conv[0], false, CONV_BLOCKS[0]), conv_space(&net.conv[1], true, CONV_BLOCKS[1])];
     let dense = core::array::from_fn(|i| {
         let d = &net.dense[i].dense;
         DenseSpace {
@@ -301,7 +316,8 @@ fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
     }
 }
 
-fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut ConvSpace<'_>) {
+/// Forward pass of one convolution block, its winners into block slot `slot` of `argmax`.
+fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut ConvSpace<'_>, slot: usize) {
     let s = block.spec;
     let conv = &block.conv;
     let (k_len, positions) = (conv.patch_len(), conv.positions());
@@ -320,7 +336,8 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
         gather_axpy(outputs.into_remainder(), Write::Set, c.patches_t, c.row_offsets, filter, ends(co));
     }
     let biases = s.biases(w.master);
-    pool_then_tanh(&block.conv, c.pre, biases, s.acc_frac(), c.pooled, c.argmax);
+    let argmax = &mut c.argmax[slot * c.pooled.len()..][..c.pooled.len()];
+    pool_then_tanh(&block.conv, c.pre, biases, s.acc_frac(), c.pooled, argmax);
 }
 
 /// Max-pooling then tanh, as the definition's tanh then max-pooling: each 2 x 2 window's output
@@ -434,9 +451,9 @@ fn dense_pre(
 fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut Space<'_, D>, slot: usize) {
     let [c0, c1] = &mut space.conv;
     let t = span(Slot::Layer(0, Phase::Forward));
-    conv_forward(&net.conv[0], w, space.input, c0);
+    conv_forward(&net.conv[0], w, space.input, c0, slot % CONV_BLOCKS[0]);
     let t = t.then(Slot::Layer(1, Phase::Forward));
-    conv_forward(&net.conv[1], w, c0.pooled, c1);
+    conv_forward(&net.conv[1], w, c0.pooled, c1, slot % CONV_BLOCKS[1]);
     drop(t);
     for i in 0..D {
         let _t = span(Slot::Layer(2 + i, Phase::Forward));
@@ -456,53 +473,75 @@ fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
     }
 }
 
-/// Convolution backward from `grad_pooled` (in `grad_frac` fraction bits): weight and bias
-/// gradients into `grads`, and the input gradient into `grad_input` when there is one.
-#[allow(clippy::too_many_arguments)] // the block's parts and the step's three outputs, all distinct
+/// Convolution backward from `grad_pooled` (in `grad_frac` fraction bits) for the sample in block
+/// slot `slot`: its window deltas and patch rows kept for the weight gradient ([`conv_flush`]),
+/// and the input gradient into `grad_input` when there is one.
 fn conv_backward(
     layer: usize,
     block: &ConvBlock,
     c: &mut ConvSpace<'_>,
+    slot: usize,
     grad_frac: u32,
-    grads: &mut [i64],
     grad_input: Option<&mut [i64]>,
     terms: &mut Terms<'_>,
 ) -> u32 {
-    let s = block.spec;
     let conv = &block.conv;
+    let pooled = c.pooled.len();
     let t = span(Slot::Layer(layer, Phase::InputGradient));
-    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, c.window_delta);
-    let (k_len, positions) = (conv.patch_len(), conv.positions());
-    let (grad_w, grad_b) = s.params_mut(grads);
-    let patch_limit = input_limit(s.input_frac);
+    let window_delta = &mut c.window_delta[slot * pooled..][..pooled];
+    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, window_delta);
     let t = t.then(Slot::Layer(layer, Phase::WeightGradient));
     // The weight gradient's rows are the im2col matrix itself (`patches[p][k]`, one row per output
     // position): the transpose of the forward pass's `patches_t`, moved in 8 x 8 blocks, and only
     // when training (evaluation never needs it).
-    transpose_i16(c.patches_t, positions, c.patches);
-    // A filter's terms are its windows' winners, in window order (the sum is exact in any order).
-    let windows = block.pool().output_len() / conv.out_ch;
-    let channels = c.window_delta.chunks_exact(windows).zip(c.argmax.chunks_exact(windows));
-    for (co, ((deltas, winners), (g_filter, g_b))) in
-        channels.zip(grad_w.chunks_exact_mut(k_len).zip(grad_b)).enumerate()
-    {
+    let patches_len = conv.patches_len();
+    transpose_i16(c.patches_t, conv.positions(), &mut c.patches[slot * patches_len..][..patches_len]);
+    let _t = t.then(Slot::Layer(layer, Phase::InputGradient));
+    if let Some(grad_in) = grad_input {
+        input_gradient(block, c, slot, grad_in, terms);
+    }
+    block.spec.input_grad_frac()
+}
+
+/// The weight and bias gradients of a convolution block over the first `samples` samples of the
+/// block, added into `grads`: per filter one product whose terms are the samples' winners (each
+/// a patch row, scaled by its window's delta), in sample and window order (the sum is exact in
+/// any order).
+fn conv_flush(
+    layer: usize,
+    block: &ConvBlock,
+    c: &ConvSpace<'_>,
+    samples: usize,
+    grads: &mut [i64],
+    terms: &mut Terms<'_>,
+) {
+    let _t = span(Slot::Layer(layer, Phase::WeightGradient));
+    let s = block.spec;
+    let conv = &block.conv;
+    let (k_len, positions, patches_len) = (conv.patch_len(), conv.positions(), conv.patches_len());
+    let pooled = c.pooled.len();
+    let windows = pooled / conv.out_ch;
+    let patch_limit = input_limit(s.input_frac);
+    let (grad_w, grad_b) = s.params_mut(grads);
+    for (co, (g_filter, g_b)) in grad_w.chunks_exact_mut(k_len).zip(grad_b).enumerate() {
         terms.clear();
         let channel_start = co * positions;
-        for (&d, &at) in deltas.iter().zip(winners) {
-            terms.push((at as usize - channel_start) * k_len, d);
+        for sample in 0..samples {
+            let at = sample * pooled + co * windows;
+            let deltas = &c.window_delta[at..][..windows];
+            let winners = &c.argmax[at..][..windows];
+            let patches = sample * patches_len;
+            for (&d, &p) in deltas.iter().zip(winners) {
+                terms.push(patches + (p as usize - channel_start) * k_len, d);
+            }
         }
         if terms.len > 0 {
             *g_b += terms.coeffs[..terms.len].iter().map(|&d| d as i64).sum::<i64>();
             terms.schedule(patch_limit);
-            terms.apply(g_filter, Write::Add, c.patches);
+            terms.apply(g_filter, Write::Add, &c.patches[..samples * patches_len]);
             profile::count_traffic(layer, 16 * (k_len + 1));
         }
     }
-    let _t = t.then(Slot::Layer(layer, Phase::InputGradient));
-    if let Some(grad_in) = grad_input {
-        input_gradient(block, c, grad_in, terms);
-    }
-    s.input_grad_frac()
 }
 
 /// Side of the input region one pooling window's patches cover: two positions apart, one tap more.
@@ -543,19 +582,28 @@ fn embed_filters(weights: &[i16], embedded: &mut [i16]) {
 /// filters moved to their positions ([`embed_filters`]), give its whole input region in one product of
 /// `REGION_SIDE^2 * in_ch` columns; the regions of neighbouring windows overlap and are added.
 /// Exact integer sums in another order: the same values as patch by patch.
-fn input_gradient(block: &ConvBlock, c: &mut ConvSpace<'_>, grad_in: &mut [i64], terms: &mut Terms<'_>) {
+fn input_gradient(
+    block: &ConvBlock,
+    c: &mut ConvSpace<'_>,
+    slot: usize,
+    grad_in: &mut [i64],
+    terms: &mut Terms<'_>,
+) {
     let conv = &block.conv;
     let (out_w, positions, region) = (conv.out_w(), conv.positions(), region_len(conv));
-    let windows = block.pool().output_len() / conv.out_ch;
+    let pooled = c.pooled.len();
+    let windows = pooled / conv.out_ch;
+    let (argmax, window_delta) =
+        (&c.argmax[slot * pooled..][..pooled], &c.window_delta[slot * pooled..][..pooled]);
     let pooled_w = out_w / 2;
     grad_in.fill(0);
     for window in 0..windows {
         terms.clear();
         for co in 0..conv.out_ch {
-            let at = c.argmax[co * windows + window] as usize;
+            let at = argmax[co * windows + window] as usize;
             let p = at - co * positions;
             let back = (p / out_w % 2) * REGION_SIDE + p % 2;
-            terms.push(LEAD + co * region - back, c.window_delta[co * windows + window]);
+            terms.push(LEAD + co * region - back, window_delta[co * windows + window]);
         }
         if terms.len == 0 {
             continue;
@@ -612,8 +660,14 @@ fn backward<const D: usize>(
         }
         frac = block.spec.input_grad_frac();
     }
-    frac = conv_backward(1, &net.conv[1], c1, frac, grads, Some(c0.grad_pooled), &mut space.terms);
-    conv_backward(0, &net.conv[0], c0, frac, grads, None, &mut space.terms);
+    let grad_pooled = Some(&mut *c0.grad_pooled);
+    frac = conv_backward(1, &net.conv[1], c1, slot % CONV_BLOCKS[1], frac, grad_pooled, &mut space.terms);
+    conv_backward(0, &net.conv[0], c0, slot % CONV_BLOCKS[0], frac, None, &mut space.terms);
+    for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
+        if (slot + 1) % CONV_BLOCKS[layer] == 0 {
+            conv_flush(layer, block, c, CONV_BLOCKS[layer], grads, &mut space.terms);
+        }
+    }
 }
 
 /// The dense weight and bias gradients of the block's first `samples` samples, added into `grads`.
@@ -696,6 +750,12 @@ pub(crate) fn accumulate<'s, const D: usize>(
     }
     if slot > 0 {
         flush(net, &mut space, slot, grads);
+    }
+    for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
+        let pending = slot % CONV_BLOCKS[layer]; // samples since the last flush (in `backward`)
+        if pending > 0 {
+            conv_flush(layer, block, c, pending, grads, &mut space.terms);
+        }
     }
     stats
 }
