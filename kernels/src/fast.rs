@@ -664,7 +664,7 @@ fn backward<const D: usize>(
     frac = conv_backward(1, &net.conv[1], c1, slot % CONV_BLOCKS[1], frac, grad_pooled, &mut space.terms);
     conv_backward(0, &net.conv[0], c0, slot % CONV_BLOCKS[0], frac, None, &mut space.terms);
     for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
-        if (slot + 1) % CONV_BLOCKS[layer] == 0 {
+        if (slot + 1).is_multiple_of(CONV_BLOCKS[layer]) {
             conv_flush(layer, block, c, CONV_BLOCKS[layer], grads, &mut space.terms);
         }
     }
