@@ -25,7 +25,7 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::gather::{gather_axpy, gather_axpy2, Write};
+use crate::simd::gather::{gather_axpy, gather_axpy2, gather_axpy2_strided, Write};
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
 use crate::simd::{add_i64_array, copy_i16, copy_rows_i16, pool, transpose_i16};
 use crate::train::BatchStats;
@@ -329,7 +329,8 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
         let (first, second) = pre.split_at_mut(positions);
         let filters = weights[co * k_len..][..2 * k_len].split_at(k_len);
         let filters = [filters.0, filters.1];
-        gather_axpy2([first, second], Write::Set, c.patches_t, c.row_offsets, filters, ends(co));
+        let rows = (&*c.row_offsets, positions);
+        gather_axpy2_strided([first, second], Write::Set, c.patches_t, rows, filters, ends(co));
     }
     if let Some(co) = (conv.out_ch % 2 == 1).then(|| conv.out_ch - 1) {
         let filter = &weights[co * k_len..][..k_len];

@@ -103,10 +103,50 @@ pub fn gather_axpy2_at(
     if level != Level::Scalar && level::supported(level) {
         check(first.len(), rows, offsets, coeffs[0], ends);
         check_terms(coeffs[1], offsets, ends); // the same rows: their reach is checked once
-        return platform::gather_axpy2([first, second], write, rows, offsets, coeffs, ends);
+        return platform::gather_axpy2([first, second], write, rows, offsets, None, coeffs, ends);
     }
     gather_axpy_at(level, first, write, rows, offsets, coeffs[0], ends);
     gather_axpy_at(level, second, write, rows, offsets, coeffs[1], ends);
+}
+
+/// [`gather_axpy2`] over rows `stride` values apart, `offsets[t] == t * stride` (a convolution's
+/// transposed patches): on aarch64 each row load moves the row pointer on to the next (`ld1` with
+/// a post-increment), without reading an offset or computing an address, and the rows' reach is
+/// checked from the stride alone; elsewhere it is [`gather_axpy2`] with the offsets.
+#[inline]
+pub fn gather_axpy2_strided(
+    outs: [&mut [i64]; 2],
+    write: Write,
+    rows: &[i16],
+    (offsets, stride): (&[u32], usize),
+    coeffs: [&[i16]; 2],
+    ends: &[u32],
+) {
+    gather_axpy2_strided_at(level::current(), outs, write, rows, (offsets, stride), coeffs, ends)
+}
+
+/// [`gather_axpy2_strided`] at a given level (see [`gather_axpy_at`]).
+pub fn gather_axpy2_strided_at(
+    level: Level,
+    outs: [&mut [i64]; 2],
+    write: Write,
+    rows: &[i16],
+    (offsets, stride): (&[u32], usize),
+    coeffs: [&[i16]; 2],
+    ends: &[u32],
+) {
+    debug_assert!(offsets.iter().enumerate().all(|(t, &o)| o as usize == t * stride), "rows {stride} apart");
+    #[cfg(target_arch = "aarch64")]
+    if level != Level::Scalar && level::supported(level) {
+        let [first, second] = outs;
+        assert_eq!(first.len(), second.len(), "both outputs have the same columns");
+        check_terms(coeffs[0], offsets, ends);
+        check_terms(coeffs[1], offsets, ends);
+        let reach = offsets.len().checked_sub(1).map_or(0, |last| last * stride + first.len());
+        assert!(reach <= rows.len(), "a term's row reaches past the matrix");
+        return platform::gather_axpy2([first, second], write, rows, offsets, Some(stride), coeffs, ends);
+    }
+    gather_axpy2_at(level, outs, write, rows, offsets, coeffs, ends)
 }
 
 /// Columns `first..first + out.len()` of the product, in `i64` (the tails of the vector paths).
@@ -201,11 +241,86 @@ mod platform {
         }
     }
 
+    /// Where a tile finds each term's row, loaded in term order (`t` = 0, 1, 2, ...).
+    trait TermRows: Copy {
+        /// These rows from column `first` on. SAFETY (caller): the columns are inside the rows.
+        unsafe fn from_column(self, first: usize) -> Self;
+        /// The `8 * V` values of term `t`'s row. SAFETY (caller): the row is readable (`check`,
+        /// or the stride's reach).
+        unsafe fn load<const V: usize>(&mut self, t: usize) -> [int16x8_t; 4];
+    }
+
+    /// Term `t`'s row starts `offsets[t]` values into the matrix.
+    #[derive(Clone, Copy)]
+    struct ByOffset<'a> {
+        rows: *const i16,
+        offsets: &'a [u32],
+    }
+
+    impl TermRows for ByOffset<'_> {
+        #[inline(always)]
+        unsafe fn from_column(self, first: usize) -> Self {
+            ByOffset { rows: self.rows.add(first), ..self }
+        }
+        #[inline(always)]
+        unsafe fn load<const V: usize>(&mut self, t: usize) -> [int16x8_t; 4] {
+            load_row::<V>(self.rows.add(*self.offsets.get_unchecked(t) as usize))
+        }
+    }
+
+    /// Rows a stride apart: a cursor that each load moves on to the next row.
+    #[derive(Clone, Copy)]
+    struct ByStride {
+        next: *const i16,
+        stride_bytes: usize,
+    }
+
+    impl TermRows for ByStride {
+        #[inline(always)]
+        unsafe fn from_column(self, first: usize) -> Self {
+            ByStride { next: self.next.add(first), ..self }
+        }
+        #[inline(always)]
+        unsafe fn load<const V: usize>(&mut self, _t: usize) -> [int16x8_t; 4] {
+            load_row_advancing::<V>(&mut self.next, self.stride_bytes)
+        }
+    }
+
     pub fn gather_axpy2(
         outs: [&mut [i64]; 2],
         write: Write,
         rows: &[i16],
         offsets: &[u32],
+        stride: Option<usize>,
+        coeffs: [&[i16]; 2],
+        ends: &[u32],
+    ) {
+        match stride {
+            Some(stride) => {
+                let term_rows = ByStride { next: rows.as_ptr(), stride_bytes: 2 * stride };
+                pair_tiles(outs, write, rows, offsets, term_rows, coeffs, ends)
+            }
+            None => pair_tiles(
+                outs,
+                write,
+                rows,
+                offsets,
+                ByOffset { rows: rows.as_ptr(), offsets },
+                coeffs,
+                ends,
+            ),
+        }
+    }
+
+    /// [`gather_axpy2`]'s tiles over the columns, with the rows found by `term_rows` (the same
+    /// rows as `offsets` give, which the scalar columns of a short output use).
+    #[inline(always)]
+    fn pair_tiles(
+        outs: [&mut [i64]; 2],
+        write: Write,
+        rows: &[i16],
+        offsets: &[u32],
+        term_rows: impl TermRows,
         coeffs: [&[i16]; 2],
         ends: &[u32],
     ) {
@@ -221,17 +336,17 @@ mod platform {
         let in_memory = ends.len() == 1 || (ends.len() <= 4 && offsets.len() >= 24 * ends.len());
         while in_memory && first + 32 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2_in_memory::<4>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            unsafe { tile2_in_memory::<4>(outs, write, term_rows.from_column(first), coeffs, ends) };
             first += 32;
         }
         while first + 16 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2::<2>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            unsafe { tile2::<2>(outs, write, term_rows.from_column(first), coeffs, ends) };
             first += 16;
         }
         while first + 8 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2::<1>(outs, write, rows.as_ptr().add(first), offsets, coeffs, ends) };
+            unsafe { tile2::<1>(outs, write, term_rows.from_column(first), coeffs, ends) };
             first += 8;
         }
         if first == columns {
@@ -246,7 +361,7 @@ mod platform {
         let mut last = [[0i64; 8]; 2];
         let outs = [last[0].as_mut_ptr(), last[1].as_mut_ptr()];
         // SAFETY: as above, for columns `start..columns`; each buffer holds 8 values.
-        unsafe { tile2::<1>(outs, Write::Set, rows.as_ptr().add(start), offsets, coeffs, ends) };
+        unsafe { tile2::<1>(outs, Write::Set, term_rows.from_column(start), coeffs, ends) };
         for (out, last) in [a, b].into_iter().zip(&last) {
             let new = &last[first - start..];
             match write {
@@ -263,8 +378,7 @@ mod platform {
     unsafe fn tile2<const V: usize>(
         outs: [*mut i64; 2],
         write: Write,
-        rows: *const i16,
-        offsets: &[u32],
+        mut rows: impl TermRows,
         coeffs: [&[i16]; 2],
         ends: &[u32],
     ) {
@@ -284,7 +398,7 @@ mod platform {
                 let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        let r = rows.load::<V>(t + $lane);
                         for f in 0..2 {
                             for v in 0..V {
                                 lanes[f][2 * v] =
@@ -306,7 +420,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
+                let r = rows.load::<V>(t);
                 for f in 0..2 {
                     let c = *coeffs[f].get_unchecked(t);
                     for v in 0..V {
@@ -339,8 +453,7 @@ mod platform {
     unsafe fn tile2_in_memory<const V: usize>(
         outs: [*mut i64; 2],
         write: Write,
-        rows: *const i16,
-        offsets: &[u32],
+        mut rows: impl TermRows,
         coeffs: [&[i16]; 2],
         ends: &[u32],
     ) {
@@ -353,7 +466,7 @@ mod platform {
                 let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        let r = rows.load::<V>(t + $lane);
                         for f in 0..2 {
                             for v in 0..V {
                                 lanes[f][2 * v] =
@@ -375,7 +488,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
+                let r = rows.load::<V>(t);
                 for f in 0..2 {
                     let c = *coeffs[f].get_unchecked(t);
                     for v in 0..V {
@@ -462,6 +575,41 @@ mod platform {
     #[inline(always)]
     unsafe fn store_i64x2(p: *mut i64, v: int64x2_t) {
         asm!("st1 {{{v:v}.2d}}, [{p}]", v = in(vreg) v, p = in(reg) p, options(nostack, preserves_flags));
+    }
+
+    /// The `8 * V` values of the row at `*row`, moving `*row` on by `stride_bytes` in the same
+    /// `ld1` (post-increment by a register). SAFETY (caller): they are readable.
+    #[inline(always)]
+    unsafe fn load_row_advancing<const V: usize>(
+        row: &mut *const i16,
+        stride_bytes: usize,
+    ) -> [int16x8_t; 4] {
+        let (a, b, c, d): (int16x8_t, int16x8_t, int16x8_t, int16x8_t);
+        if V == 4 {
+            asm!(
+                "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{p}], {stride}",
+                p = inout(reg) *row, stride = in(reg) stride_bytes,
+                out("v0") a, out("v1") b, out("v2") c, out("v3") d,
+                options(readonly, nostack, preserves_flags)
+            );
+            [a, b, c, d]
+        } else if V == 2 {
+            asm!(
+                "ld1 {{v0.8h, v1.8h}}, [{p}], {stride}",
+                p = inout(reg) *row, stride = in(reg) stride_bytes,
+                out("v0") a, out("v1") b,
+                options(readonly, nostack, preserves_flags)
+            );
+            [a, b, a, b]
+        } else {
+            asm!(
+                "ld1 {{v0.8h}}, [{p}], {stride}",
+                p = inout(reg) *row, stride = in(reg) stride_bytes,
+                out("v0") a,
+                options(readonly, nostack, preserves_flags)
+            );
+            [a, a, a, a]
+        }
     }
 
     /// The `8 * V` values of one row at `row`. SAFETY (caller): they are readable.
@@ -903,6 +1051,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`gather_axpy2_strided`] against two scalar products over rows a stride apart, at every
+    /// width, with several chunks and in both write modes.
+    #[test]
+    fn strided_pair_matches_scalar_at_every_width_and_term_count() {
+        use crate::simd::schedule::chunk_ends_pair;
+        let mut rng = Rng::new(13);
+        for columns in 0..=75 {
+            for terms in [0usize, 1, 3, 8, 9, 17, 40] {
+                let stride = 75 + columns % 5;
+                let len = terms.saturating_sub(1) * stride + columns;
+                let rows = random(&mut rng, len, [32767, 300][columns % 2]);
+                let (a, b) = (random(&mut rng, terms, 32767), random(&mut rng, terms, 5000));
+                let coeffs = [&a[..terms], &b[..terms]];
+                let offsets: [u32; 40] = core::array::from_fn(|t| (t * stride) as u32);
+                let mut ends = [0u32; 40];
+                let n = chunk_ends_pair(coeffs, 32767, &mut ends);
+                for write in [Write::Set, Write::Add] {
+                    for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                        let mut fast = [[-7_000_000_000_000i64; 80]; 2];
+                        let mut slow = fast;
+                        let (o, e, rows) = (&offsets[..terms], &ends[..n], &rows[..len]);
+                        let [f0, f1] = &mut fast;
+                        let outs = [&mut f0[..columns], &mut f1[..columns]];
+                        gather_axpy2_strided_at(level, outs, write, rows, (o, stride), coeffs, e);
+                        for (s, c) in slow.iter_mut().zip(coeffs) {
+                            gather_axpy_scalar(&mut s[..columns], write, rows, o, c, e);
+                        }
+                        assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "past the matrix")]
+    fn strided_refuses_rows_outside_the_matrix() {
+        let (mut x, mut y) = ([0i64; 8], [0i64; 8]);
+        let rows = [0i16; 20];
+        gather_axpy2_strided([&mut x, &mut y], Write::Set, &rows, (&[0, 13], 13), [&[1, 1], &[1, 1]], &[2]);
     }
 
     #[test]
