@@ -25,7 +25,7 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::gather::{gather_axpy, gather_axpy2, gather_axpy2_strided, Write};
+use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
 use crate::simd::{add_i64_array, copy_i16, copy_rows_i16, pool, transpose_i16};
 use crate::train::BatchStats;
@@ -95,6 +95,8 @@ impl<const D: usize> ConvNet<D> {
             let d = &self.dense[i].dense;
             // W^T, the block's inputs and deltas, this sample's activations
             vals += d.weight_len() + BLOCK * d.inputs + BLOCK * d.outputs + d.outputs;
+            // where the rows of W^T and of W start
+            indices += d.inputs + d.outputs;
             // pre-activations and output gradients
             accs += 2 * d.outputs;
             terms = max(terms, max(d.inputs, d.outputs));
@@ -111,7 +113,7 @@ impl<const D: usize> ConvNet<D> {
 struct Terms<'a> {
     offsets: &'a mut [u32],
     coeffs: &'a mut [i16],
-    /// A second coefficient list over the same rows, for pairs of outputs ([`Terms::push_pair`]);
+    /// A second coefficient list over the same rows, for pairs of outputs ([`Terms::push_pair_kept`]);
     /// room for [`BLOCK`] terms.
     second: &'a mut [i16],
     ends: &'a mut [u32],
@@ -133,25 +135,25 @@ impl<'a> Terms<'a> {
             self.len += 1;
         }
     }
-    /// Adds a term to both lists unless both coefficients are zero.
-    #[inline]
-    fn push_pair(&mut self, offset: usize, coeffs: [i16; 2]) {
-        if coeffs != [0, 0] {
-            self.offsets[self.len] = offset as u32;
-            self.coeffs[self.len] = coeffs[0];
-            self.second[self.len] = coeffs[1];
-            self.len += 1;
-        }
-    }
-    /// Cuts both lists of [`Terms::push_pair`] for rows bounded by `row_bound`.
+    /// Cuts both lists of [`Terms::push_pair_kept`] for rows bounded by `row_bound`.
     fn schedule_pair(&mut self, row_bound: u32) {
         let lists = [&self.coeffs[..self.len], &self.second[..self.len]];
         self.chunks = chunk_ends_pair(lists, row_bound, self.ends);
     }
-    /// `outs[f] (=|+=) sum of the terms of list f` over `rows`, for the lists of [`Terms::push_pair`].
-    fn apply_pair(&self, outs: [&mut [i64]; 2], write: Write, rows: &[i16]) {
+    /// Adds a term to both lists, zero or not (for lists whose rows are a fixed stride apart).
+    #[inline]
+    fn push_pair_kept(&mut self, offset: usize, coeffs: [i16; 2]) {
+        self.offsets[self.len] = offset as u32;
+        self.coeffs[self.len] = coeffs[0];
+        self.second[self.len] = coeffs[1];
+        self.len += 1;
+    }
+    /// `outs[f] (=|+=) sum of the terms of list f` over `rows`, for the lists of
+    /// [`Terms::push_pair_kept`] whose offsets are `t * stride`.
+    fn apply_pair_strided(&self, outs: [&mut [i64]; 2], write: Write, rows: &[i16], stride: usize) {
         let lists = [&self.coeffs[..self.len], &self.second[..self.len]];
-        gather_axpy2(outs, write, rows, &self.offsets[..self.len], lists, &self.ends[..self.chunks]);
+        let rows_at = (&self.offsets[..self.len], stride);
+        gather_axpy2_strided(outs, write, rows, rows_at, lists, &self.ends[..self.chunks]);
     }
     /// Cuts the list for rows bounded by `row_bound`.
     fn schedule(&mut self, row_bound: u32) {
@@ -209,6 +211,10 @@ struct DenseSpace<'a> {
     pre: &'a mut [i64],
     act: &'a mut [i16],
     grad_out: &'a mut [i64],
+    /// `i * outputs` for every input `i`: where the rows of `W^T` start (the forward pass's terms).
+    input_rows: &'a mut [u32],
+    /// `j * inputs` for every output `j`: where the rows of `W` start (the input gradient's terms).
+    output_rows: &'a mut [u32],
     /// Largest working weight (row bound of `W` and `W^T`).
     weight_limit: u32,
 }
@@ -256,6 +262,8 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             pre: accs.take(d.outputs),
             act: vals.take(d.outputs),
             grad_out: accs.take(d.outputs),
+            input_rows: indices.take(d.inputs),
+            output_rows: indices.take(d.outputs),
             weight_limit: 0,
         }
     });
@@ -298,6 +306,9 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
         let weights = block.spec.weights(w.working);
         transpose_i16(weights, inputs, d.weights_t);
         d.weight_limit = max_abs(weights);
+        let outputs = block.dense.outputs;
+        d.input_rows.iter_mut().enumerate().for_each(|(i, o)| *o = (i * outputs) as u32);
+        d.output_rows.iter_mut().enumerate().for_each(|(j, o)| *o = (j * inputs) as u32);
     }
 }
 
@@ -424,23 +435,22 @@ fn pooled_tanh_backward(grad_pooled: &[i64], grad_frac: u32, pooled: &[i16], win
     }
 }
 
-/// `pre = W x + b` for one sample, from the rows of `W^T` picked by the non-zero inputs.
+/// `pre = W x + b` for one sample: the rows of `W^T` (`outputs` values apart) scaled by the
+/// inputs, every input a term (a zero input adds nothing; tanh outputs are rarely exactly zero, and
+/// a fixed stride lets each row load move on without an offset), chunk ends into `ends`.
+#[allow(clippy::too_many_arguments)] // the layer, its transposed weights and where they start, one sample's data
 fn dense_pre(
     block: &DenseBlock,
     w: Weights<'_, Fixed>,
-    weights_t: &[i16],
+    (weights_t, input_rows): (&[i16], &[u32]),
     weight_limit: u32,
     x: &[i16],
     pre: &mut [i64],
-    terms: &mut Terms<'_>,
+    ends: &mut [u32],
 ) {
     let outputs = block.dense.outputs;
-    terms.clear();
-    for (i, &v) in x.iter().enumerate() {
-        terms.push(i * outputs, v);
-    }
-    terms.schedule(weight_limit);
-    terms.apply(pre, Write::Set, weights_t);
+    let chunks = chunk_ends(x, weight_limit, ends);
+    gather_axpy_strided(pre, Write::Set, weights_t, (input_rows, outputs), x, &ends[..chunks]);
     let s = block.spec;
     for (p, &b) in pre.iter_mut().zip(s.biases(w.master)) {
         *p += Fixed::bias(b, s.acc_frac());
@@ -461,13 +471,14 @@ fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
         let block = &net.dense[i];
         let inputs = block.dense.inputs;
         let (before, from_here) = space.dense.split_at_mut(i);
-        let DenseSpace { weights_t, inputs: rows, pre, act, weight_limit, .. } = &mut from_here[0];
+        let DenseSpace { weights_t, inputs: rows, pre, act, input_rows, weight_limit, .. } =
+            &mut from_here[0];
         let x = &mut rows[slot * inputs..][..inputs];
         match before.last() {
             Some(previous) => x.copy_from_slice(previous.act),
             None => x.copy_from_slice(c1.pooled),
         }
-        dense_pre(block, w, weights_t, *weight_limit, x, pre, &mut space.terms);
+        dense_pre(block, w, (weights_t, input_rows), *weight_limit, x, pre, space.terms.ends);
         if block.tanh {
             tanh_forward::<Fixed>(pre, block.spec.acc_frac(), act);
         }
@@ -648,17 +659,19 @@ fn backward<const D: usize>(
             Some(previous) => previous.grad_out,
             None => c1.grad_pooled,
         };
-        let terms = &mut space.terms;
-        terms.clear();
-        for (j, &v) in delta.iter().enumerate() {
-            terms.push(j * inputs, v);
-        }
-        if terms.len == 0 {
-            grad_input.fill(0);
-        } else {
-            terms.schedule(d.weight_limit);
-            terms.apply(grad_input, Write::Set, block.spec.weights(w.working));
-        }
+        // The rows of `W` (`inputs` values apart) scaled by the deltas, every delta a term (as
+        // in `dense_pre`).
+        let ends = &mut *space.terms.ends;
+        let chunks = chunk_ends(delta, d.weight_limit, ends);
+        let rows = (&*d.output_rows, inputs);
+        gather_axpy_strided(
+            grad_input,
+            Write::Set,
+            block.spec.weights(w.working),
+            rows,
+            delta,
+            &ends[..chunks],
+        );
         frac = block.spec.input_grad_frac();
     }
     let grad_pooled = Some(&mut *c0.grad_pooled);
@@ -681,7 +694,7 @@ fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: us
         let deltas = |s: usize, j: usize| d.deltas[s * outputs + j];
         let terms = &mut space.terms;
         // Rows of the weight gradient two at a time: both sum over the block's samples, so they
-        // share their terms (a sample whose two deltas are both zero is left out).
+        // share their terms (every sample, so that the rows are `inputs` apart).
         let paired = outputs / 2 * 2;
         let (grad_w, last_w) = grad_w.split_at_mut(paired * inputs);
         let (grad_b, last_b) = grad_b.split_at_mut(paired);
@@ -690,14 +703,14 @@ fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: us
             terms.clear();
             for s in 0..samples {
                 let pair = [deltas(s, j), deltas(s, j + 1)];
-                terms.push_pair(s * inputs, pair);
+                terms.push_pair_kept(s * inputs, pair);
                 g_b[0] += pair[0] as i64;
                 g_b[1] += pair[1] as i64;
             }
             if terms.len > 0 {
                 terms.schedule_pair(VALUE_LIMIT);
                 let (first, second) = g_rows.split_at_mut(inputs);
-                terms.apply_pair([first, second], Write::Add, rows);
+                terms.apply_pair_strided([first, second], Write::Add, rows, inputs);
                 profile::count_traffic(2 + i, 2 * 16 * (inputs + 1));
             }
         }

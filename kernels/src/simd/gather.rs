@@ -52,8 +52,44 @@ pub fn gather_axpy_at(
     if level == Level::Scalar || !level::supported(level) {
         scalar_columns(out, 0, write, rows, offsets, coeffs);
     } else {
-        platform::gather_axpy(level, out, write, rows, offsets, coeffs, ends)
+        platform::gather_axpy(level, out, write, rows, offsets, None, coeffs, ends)
     }
+}
+
+/// [`gather_axpy`] over rows `stride` values apart, `offsets[t] == t * stride` (a dense layer's
+/// weight rows, every one a term): on aarch64 each row load moves a cursor on to the next, as in
+/// [`gather_axpy2_strided`]; elsewhere it is [`gather_axpy`] with the offsets.
+#[inline]
+pub fn gather_axpy_strided(
+    out: &mut [i64],
+    write: Write,
+    rows: &[i16],
+    (offsets, stride): (&[u32], usize),
+    coeffs: &[i16],
+    ends: &[u32],
+) {
+    gather_axpy_strided_at(level::current(), out, write, rows, (offsets, stride), coeffs, ends)
+}
+
+/// [`gather_axpy_strided`] at a given level (see [`gather_axpy_at`]).
+pub fn gather_axpy_strided_at(
+    level: Level,
+    out: &mut [i64],
+    write: Write,
+    rows: &[i16],
+    (offsets, stride): (&[u32], usize),
+    coeffs: &[i16],
+    ends: &[u32],
+) {
+    debug_assert!(offsets.iter().enumerate().all(|(t, &o)| o as usize == t * stride), "rows {stride} apart");
+    #[cfg(target_arch = "aarch64")]
+    if level != Level::Scalar && level::supported(level) {
+        check_terms(coeffs, offsets, ends);
+        let reach = offsets.len().checked_sub(1).map_or(0, |last| last * stride + out.len());
+        assert!(reach <= rows.len(), "a term's row reaches past the matrix");
+        return platform::gather_axpy(level, out, write, rows, offsets, Some(stride), coeffs, ends);
+    }
+    gather_axpy_at(level, out, write, rows, offsets, coeffs, ends)
 }
 
 /// The definition the vector paths must match: plain `i64` arithmetic, chunks ignored.
@@ -199,6 +235,36 @@ mod platform {
         write: Write,
         rows: &[i16],
         offsets: &[u32],
+        stride: Option<usize>,
+        coeffs: &[i16],
+        ends: &[u32],
+    ) {
+        match stride {
+            Some(stride) => {
+                let term_rows = ByStride { next: rows.as_ptr(), stride_bytes: 2 * stride };
+                single_tiles(out, write, rows, offsets, term_rows, coeffs, ends)
+            }
+            None => single_tiles(
+                out,
+                write,
+                rows,
+                offsets,
+                ByOffset { rows: rows.as_ptr(), offsets },
+                coeffs,
+                ends,
+            ),
+        }
+    }
+
+    /// [`gather_axpy`]'s tiles over the columns, with the rows found by `term_rows` (the same rows
+    /// as `offsets` give, which the scalar columns of a short output use).
+    #[inline(always)]
+    fn single_tiles(
+        out: &mut [i64],
+        write: Write,
+        rows: &[i16],
+        offsets: &[u32],
+        term_rows: impl TermRows,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -210,13 +276,13 @@ mod platform {
         // coefficients loaded together lie below the chunk's end.
         while first + 32 <= out.len() {
             unsafe {
-                tile::<4>(out.as_mut_ptr().add(first), write, rows.as_ptr().add(first), offsets, coeffs, ends)
+                tile::<4>(out.as_mut_ptr().add(first), write, term_rows.from_column(first), coeffs, ends)
             };
             first += 32;
         }
         while first + 8 <= out.len() {
             unsafe {
-                tile::<1>(out.as_mut_ptr().add(first), write, rows.as_ptr().add(first), offsets, coeffs, ends)
+                tile::<1>(out.as_mut_ptr().add(first), write, term_rows.from_column(first), coeffs, ends)
             };
             first += 8;
         }
@@ -233,7 +299,7 @@ mod platform {
         let start = out.len() - 8;
         let mut last = [0i64; 8];
         // SAFETY: as above, for columns `start..start + 8 == out.len()`; `last` holds 8 values.
-        unsafe { tile::<1>(last.as_mut_ptr(), Write::Set, rows.as_ptr().add(start), offsets, coeffs, ends) };
+        unsafe { tile::<1>(last.as_mut_ptr(), Write::Set, term_rows.from_column(start), coeffs, ends) };
         let new = &last[first - start..];
         match write {
             Write::Set => out[first..].copy_from_slice(new),
@@ -633,8 +699,7 @@ mod platform {
     unsafe fn tile<const V: usize>(
         out: *mut i64,
         write: Write,
-        rows: *const i16,
-        offsets: &[u32],
+        mut rows: impl TermRows,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -652,7 +717,7 @@ mod platform {
                 let c = load_i16x8(coeffs.as_ptr().add(t));
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = load_row::<V>(rows.add(*offsets.get_unchecked(t + $lane) as usize));
+                        let r = rows.load::<V>(t + $lane);
                         for v in 0..V {
                             lanes[2 * v] = vmlal_laneq_s16::<$lane>(lanes[2 * v], vget_low_s16(r[v]), c);
                             lanes[2 * v + 1] = vmlal_high_laneq_s16::<$lane>(lanes[2 * v + 1], r[v], c);
@@ -670,7 +735,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = load_row::<V>(rows.add(*offsets.get_unchecked(t) as usize));
+                let r = rows.load::<V>(t);
                 let c = *coeffs.get_unchecked(t);
                 for v in 0..V {
                     lanes[2 * v] = vmlal_n_s16(lanes[2 * v], vget_low_s16(r[v]), c);
@@ -704,6 +769,7 @@ mod platform {
         write: Write,
         rows: &[i16],
         offsets: &[u32],
+        _stride: Option<usize>, // the rows come from the offsets here
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -929,6 +995,7 @@ mod platform {
         write: Write,
         rows: &[i16],
         offsets: &[u32],
+        _stride: Option<usize>,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -1080,6 +1147,34 @@ mod tests {
                         for (s, c) in slow.iter_mut().zip(coeffs) {
                             gather_axpy_scalar(&mut s[..columns], write, rows, o, c, e);
                         }
+                        assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`gather_axpy_strided`] against the scalar definition over rows a stride apart, at every
+    /// width, with several chunks and in both write modes.
+    #[test]
+    fn strided_matches_scalar_at_every_width_and_term_count() {
+        let mut rng = Rng::new(14);
+        for columns in 0..=75 {
+            for terms in [0usize, 1, 3, 8, 9, 17, 40] {
+                let stride = 75 + columns % 5;
+                let len = terms.saturating_sub(1) * stride + columns;
+                let rows = random(&mut rng, len, [32767, 300][columns % 2]);
+                let coeffs = random(&mut rng, terms, 32767);
+                let offsets: [u32; 40] = core::array::from_fn(|t| (t * stride) as u32);
+                let mut ends = [0u32; 40];
+                let n = chunk_ends(&coeffs[..terms], 32767, &mut ends);
+                for write in [Write::Set, Write::Add] {
+                    for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                        let mut fast = [-7_000_000_000_000i64; 80];
+                        let mut slow = fast;
+                        let (o, c, e, rows) = (&offsets[..terms], &coeffs[..terms], &ends[..n], &rows[..len]);
+                        gather_axpy_strided_at(level, &mut fast[..columns], write, rows, (o, stride), c, e);
+                        gather_axpy_scalar(&mut slow[..columns], write, rows, o, c, e);
                         assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
                     }
                 }
