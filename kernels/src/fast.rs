@@ -43,6 +43,11 @@ pub const BLOCK: usize = 64;
 /// blocks of eight). Divisors of [`BLOCK`].
 pub const CONV_BLOCKS: [usize; 2] = [1, 8];
 
+/// Values of room after the last row of a matrix the micro-kernel reads, so that a row's last
+/// few columns can be one full 32-column tile reading on into the room (see
+/// [`crate::simd::gather`]; what it reads there lands in columns that are thrown away).
+const ROW_SLACK: usize = 32;
+
 /// The largest input pixel (Q1.14 of 255): the row bound of the first convolution's patches.
 const PIXEL_LIMIT: u32 = 1 << INPUT_FRAC;
 
@@ -76,7 +81,7 @@ impl<const D: usize> ConvNet<D> {
             let pooled = self.conv[i].pool().output_len();
             // patches both ways (a block of the weight gradient's), pooled output, a block of the
             // windows' deltas
-            vals += (1 + CONV_BLOCKS[i]) * c.patches_len() + pooled + CONV_BLOCKS[i] * pooled;
+            vals += (1 + CONV_BLOCKS[i]) * c.patches_len() + ROW_SLACK + pooled + CONV_BLOCKS[i] * pooled;
             // pre-activations, gradient at the pooled output
             accs += c.output_len() + pooled;
             if i > 0 {
@@ -94,7 +99,7 @@ impl<const D: usize> ConvNet<D> {
         while i < D {
             let d = &self.dense[i].dense;
             // W^T, the block's inputs and deltas, this sample's activations
-            vals += d.weight_len() + BLOCK * d.inputs + BLOCK * d.outputs + d.outputs;
+            vals += d.weight_len() + ROW_SLACK + BLOCK * d.inputs + BLOCK * d.outputs + d.outputs;
             // where the rows of W^T and of W start
             indices += d.inputs + d.outputs;
             // pre-activations and output gradients
@@ -237,7 +242,7 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
         let pooled = b.pool().output_len();
         ConvSpace {
             patches_t: vals.take(c.patches_len()),
-            patches: vals.take(samples * c.patches_len()),
+            patches: vals.take(samples * c.patches_len() + ROW_SLACK),
             pre: accs.take(c.output_len()),
             pooled: vals.take(pooled),
             argmax: indices.take(samples * pooled),
@@ -256,7 +261,7 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     let dense = core::array::from_fn(|i| {
         let d = &net.dense[i].dense;
         DenseSpace {
-            weights_t: vals.take(d.weight_len()),
+            weights_t: vals.take(d.weight_len() + ROW_SLACK),
             inputs: vals.take(BLOCK * d.inputs),
             deltas: vals.take(BLOCK * d.outputs),
             pre: accs.take(d.outputs),
@@ -304,7 +309,7 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
     for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
         let inputs = block.dense.inputs;
         let weights = block.spec.weights(w.working);
-        transpose_i16(weights, inputs, d.weights_t);
+        transpose_i16(weights, inputs, &mut d.weights_t[..weights.len()]);
         d.weight_limit = max_abs(weights);
         let outputs = block.dense.outputs;
         d.input_rows.iter_mut().enumerate().for_each(|(i, o)| *o = (i * outputs) as u32);
@@ -550,7 +555,7 @@ fn conv_flush(
         if terms.len > 0 {
             *g_b += terms.coeffs[..terms.len].iter().map(|&d| d as i64).sum::<i64>();
             terms.schedule(patch_limit);
-            terms.apply(g_filter, Write::Add, &c.patches[..samples * patches_len]);
+            terms.apply(g_filter, Write::Add, c.patches); // the block's rows and the slack after them
             profile::count_traffic(layer, 16 * (k_len + 1));
         }
     }

@@ -48,11 +48,11 @@ pub fn gather_axpy_at(
     coeffs: &[i16],
     ends: &[u32],
 ) {
-    check(out.len(), rows, offsets, coeffs, ends);
+    let slack = check(out.len(), rows, offsets, coeffs, ends);
     if level == Level::Scalar || !level::supported(level) {
         scalar_columns(out, 0, write, rows, offsets, coeffs);
     } else {
-        platform::gather_axpy(level, out, write, rows, offsets, None, coeffs, ends)
+        platform::gather_axpy(level, out, write, rows, (offsets, None), slack, coeffs, ends)
     }
 }
 
@@ -87,7 +87,8 @@ pub fn gather_axpy_strided_at(
         check_terms(coeffs, offsets, ends);
         let reach = offsets.len().checked_sub(1).map_or(0, |last| last * stride + out.len());
         assert!(reach <= rows.len(), "a term's row reaches past the matrix");
-        return platform::gather_axpy(level, out, write, rows, offsets, Some(stride), coeffs, ends);
+        let slack = rows.len() - reach;
+        return platform::gather_axpy(level, out, write, rows, (offsets, Some(stride)), slack, coeffs, ends);
     }
     gather_axpy_at(level, out, write, rows, offsets, coeffs, ends)
 }
@@ -101,7 +102,7 @@ pub fn gather_axpy_scalar(
     coeffs: &[i16],
     ends: &[u32],
 ) {
-    check(out.len(), rows, offsets, coeffs, ends);
+    let _slack = check(out.len(), rows, offsets, coeffs, ends);
     scalar_columns(out, 0, write, rows, offsets, coeffs);
 }
 
@@ -137,7 +138,7 @@ pub fn gather_axpy2_at(
     assert_eq!(first.len(), second.len(), "both outputs have the same columns");
     #[cfg(target_arch = "aarch64")]
     if level != Level::Scalar && level::supported(level) {
-        check(first.len(), rows, offsets, coeffs[0], ends);
+        let _slack = check(first.len(), rows, offsets, coeffs[0], ends);
         check_terms(coeffs[1], offsets, ends); // the same rows: their reach is checked once
         return platform::gather_axpy2([first, second], write, rows, offsets, None, coeffs, ends);
     }
@@ -207,10 +208,12 @@ fn scalar_columns(
 
 /// The invariants the vector code's raw-pointer loads rely on: every row lies inside `rows`, and
 /// the chunks end in order at the last term.
-fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[u32]) {
+/// Returns the slack: how many values of `rows` lie past the last column of the furthest row.
+fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[u32]) -> usize {
     let last = super::max_u32(offsets).map_or(0, |o| o as usize + columns);
     assert!(last <= rows.len(), "a term's row reaches past the matrix");
     check_terms(coeffs, offsets, ends);
+    rows.len() - last
 }
 
 /// The invariants of one coefficient list: one per offset, and chunks that end in order at the
@@ -229,42 +232,40 @@ mod platform {
     use core::arch::aarch64::*;
     use core::arch::asm;
 
+    #[allow(clippy::too_many_arguments)] // the product's parts, where its rows are, and their slack
     pub fn gather_axpy(
         _level: Level,
         out: &mut [i64],
         write: Write,
         rows: &[i16],
-        offsets: &[u32],
-        stride: Option<usize>,
+        (offsets, stride): (&[u32], Option<usize>),
+        slack: usize,
         coeffs: &[i16],
         ends: &[u32],
     ) {
         match stride {
             Some(stride) => {
                 let term_rows = ByStride { next: rows.as_ptr(), stride_bytes: 2 * stride };
-                single_tiles(out, write, rows, offsets, term_rows, coeffs, ends)
+                single_tiles(out, write, rows, offsets, term_rows, slack, coeffs, ends)
             }
-            None => single_tiles(
-                out,
-                write,
-                rows,
-                offsets,
-                ByOffset { rows: rows.as_ptr(), offsets },
-                coeffs,
-                ends,
-            ),
+            None => {
+                let term_rows = ByOffset { rows: rows.as_ptr(), offsets };
+                single_tiles(out, write, rows, offsets, term_rows, slack, coeffs, ends)
+            }
         }
     }
 
     /// [`gather_axpy`]'s tiles over the columns, with the rows found by `term_rows` (the same rows
     /// as `offsets` give, which the scalar columns of a short output use).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn single_tiles(
         out: &mut [i64],
         write: Write,
         rows: &[i16],
         offsets: &[u32],
         term_rows: impl TermRows,
+        slack: usize,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -279,6 +280,21 @@ mod platform {
                 tile::<4>(out.as_mut_ptr().add(first), write, term_rows.from_column(first), coeffs, ends)
             };
             first += 32;
+        }
+        let rest = out.len() - first;
+        if rest > 16 && first + 32 - out.len() <= slack {
+            // More than two 8-column tiles' worth left, and the rows have room past their last
+            // column: one 32-column tile reading on into that room, into its own buffer, of which
+            // only the wanted columns are kept (one pass over the terms instead of three or four).
+            let mut last = [0i64; 32];
+            // SAFETY: as above, for columns `first..first + 32` of every row, which the slack
+            // keeps inside `rows`; `last` holds 32 values.
+            unsafe { tile::<4>(last.as_mut_ptr(), Write::Set, term_rows.from_column(first), coeffs, ends) };
+            match write {
+                Write::Set => out[first..].copy_from_slice(&last[..rest]),
+                Write::Add => super::super::add_i64(&mut out[first..], &last[..rest]),
+            }
+            return;
         }
         while first + 8 <= out.len() {
             unsafe {
@@ -768,8 +784,8 @@ mod platform {
         out: &mut [i64],
         write: Write,
         rows: &[i16],
-        offsets: &[u32],
-        _stride: Option<usize>, // the rows come from the offsets here
+        (offsets, _stride): (&[u32], Option<usize>), // the rows come from the offsets here
+        _slack: usize,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -994,8 +1010,8 @@ mod platform {
         out: &mut [i64],
         write: Write,
         rows: &[i16],
-        offsets: &[u32],
-        _stride: Option<usize>,
+        (offsets, _stride): (&[u32], Option<usize>),
+        _slack: usize,
         coeffs: &[i16],
         ends: &[u32],
     ) {
@@ -1046,6 +1062,12 @@ mod tests {
                 let rows = random(&mut rng, terms * 80, 32767);
                 let coeffs = random(&mut rng, terms, 32767);
                 compare(&rows[..terms.max(1) * 80], 80, &coeffs[..terms], columns);
+                // With no room after the last row's last column (the last columns cannot be
+                // one wide tile reading past them), and with only a little.
+                for room in [0, 5] {
+                    let end = terms.saturating_sub(1) * 80 + columns + room;
+                    compare(&rows[..end.min(terms.max(1) * 80)], 80, &coeffs[..terms], columns);
+                }
             }
         }
     }
