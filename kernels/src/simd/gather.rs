@@ -779,6 +779,7 @@ mod platform {
     /// Columns per register tile.
     const TILE: usize = 32;
 
+    #[allow(clippy::too_many_arguments)] // the same signature on every platform
     pub fn gather_axpy(
         level: Level,
         out: &mut [i64],
