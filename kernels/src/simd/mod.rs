@@ -87,6 +87,19 @@ pub fn max_u32(values: &[u32]) -> Option<u32> {
     platform::max_u32(values)
 }
 
+/// The largest magnitude in `values` (0 for none): a layer's largest working weight, the row
+/// bound of its products, once per call over every weight (431,080 of them in MxLenet). aarch64
+/// takes 32 at a time (`abs`, then `umax`, so that even -32768 counts as 32768); elsewhere
+/// [`max_abs_i16_scalar`].
+pub fn max_abs_i16(values: &[i16]) -> u32 {
+    platform::max_abs_i16(values)
+}
+
+/// The portable definition of [`max_abs_i16`].
+pub fn max_abs_i16_scalar(values: &[i16]) -> u32 {
+    values.iter().map(|v| v.unsigned_abs() as u32).max().unwrap_or(0)
+}
+
 /// The portable definition of [`max_u32`].
 pub fn max_u32_scalar(values: &[u32]) -> Option<u32> {
     values.iter().copied().max()
@@ -175,6 +188,7 @@ fn no_min_values(v: &[i16]) -> bool {
 #[cfg(target_arch = "x86_64")]
 mod platform {
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
+    pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
     #[inline(always)]
     pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
@@ -418,6 +432,43 @@ mod platform {
     }
 
     #[inline]
+    pub fn max_abs_i16(values: &[i16]) -> u32 {
+        let whole = values.len() / 32 * 32;
+        let mut vector: u32 = 0;
+        if whole > 0 {
+            // SAFETY: the loop reads `whole <= values.len()` values, 32 at a time, advancing the
+            // pointer; `ld1` `.8h` needs only the 2-byte alignment `i16` has. The four-register
+            // `ld1` needs consecutive registers, hence the named ones.
+            unsafe {
+                core::arch::asm!(
+                    "movi v20.8h, #0",
+                    "movi v21.8h, #0",
+                    "2:",
+                    "ld1 {{v16.8h, v17.8h, v18.8h, v19.8h}}, [{p}], #64",
+                    "abs v16.8h, v16.8h",
+                    "abs v17.8h, v17.8h",
+                    "abs v18.8h, v18.8h",
+                    "abs v19.8h, v19.8h",
+                    "umax v16.8h, v16.8h, v17.8h",
+                    "umax v18.8h, v18.8h, v19.8h",
+                    "umax v20.8h, v20.8h, v16.8h",
+                    "umax v21.8h, v21.8h, v18.8h",
+                    "subs {n}, {n}, #32",
+                    "b.ne 2b",
+                    "umax v20.8h, v20.8h, v21.8h",
+                    "umaxv h20, v20.8h",
+                    "umov {out:w}, v20.h[0]",
+                    n = inout(reg) whole => _,
+                    p = inout(reg) values.as_ptr() => _,
+                    out = out(reg) vector,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+                    options(nostack)
+                );
+            }
+        }
+        vector.max(super::max_abs_i16_scalar(&values[whole..]))
+    }
+
     pub fn max_u32(values: &[u32]) -> Option<u32> {
         let whole = values.len() / 4 * 4;
         if whole == 0 {
@@ -605,6 +656,7 @@ mod platform {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
+    pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
     pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::transpose_i16_scalar as transpose_i16;
@@ -768,6 +820,23 @@ mod tests {
                 assert_eq!(max_u32(&v[..n]), max_u32_scalar(&v[..n]), "{n} values, largest at {at}");
             }
             assert_eq!(max_u32(&values[..n]), max_u32_scalar(&values[..n]), "{n} values");
+        }
+    }
+
+    /// [`max_abs_i16`] against its definition at every length up to 100, with the largest
+    /// magnitude anywhere, and at the extremes (including -32768).
+    #[test]
+    fn max_abs_matches_the_definition() {
+        let mut rng = Rng::new(10);
+        for n in 0..100 {
+            let mut values = [0i16; 100];
+            for v in values.iter_mut().take(n) {
+                *v = (rng.below(2001) as i64 - 1000) as i16;
+            }
+            if n > 0 {
+                values[rng.below(n as u64) as usize] = [-32768, -32767, 32767, -1001][n % 4];
+            }
+            assert_eq!(max_abs_i16(&values[..n]), max_abs_i16_scalar(&values[..n]), "{n} values");
         }
     }
 

@@ -107,7 +107,7 @@ fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32,
 
 /// The largest magnitude in `values` (0 for none).
 pub fn max_abs(values: &[i16]) -> u32 {
-    values.iter().map(|v| v.unsigned_abs() as u32).max().unwrap_or(0)
+    super::max_abs_i16(values)
 }
 
 #[cfg(test)]
