@@ -329,7 +329,10 @@ mod platform {
         unsafe fn from_column(self, first: usize) -> Self;
         /// The `8 * V` values of term `t`'s row. SAFETY (caller): the row is readable (`check`,
         /// or the stride's reach).
-        unsafe fn load<const V: usize>(&mut self, t: usize) -> [int16x8_t; 4];
+        /// `ODD` picks the second set of registers for the four-register loads, so that
+        /// consecutive terms' rows land in different registers and none has to be moved out of
+        /// the way while the previous term's multiplies still read it.
+        unsafe fn load<const V: usize, const ODD: bool>(&mut self, t: usize) -> [int16x8_t; 4];
     }
 
     /// Term `t`'s row starts `offsets[t]` values into the matrix.
@@ -345,8 +348,13 @@ mod platform {
             ByOffset { rows: self.rows.add(first), ..self }
         }
         #[inline(always)]
-        unsafe fn load<const V: usize>(&mut self, t: usize) -> [int16x8_t; 4] {
-            load_row::<V>(self.rows.add(*self.offsets.get_unchecked(t) as usize))
+        unsafe fn load<const V: usize, const ODD: bool>(&mut self, t: usize) -> [int16x8_t; 4] {
+            let row = self.rows.add(*self.offsets.get_unchecked(t) as usize);
+            if V == 4 {
+                load_i16x32::<ODD>(row)
+            } else {
+                load_row::<V>(row)
+            }
         }
     }
 
@@ -363,8 +371,8 @@ mod platform {
             ByStride { next: self.next.add(first), ..self }
         }
         #[inline(always)]
-        unsafe fn load<const V: usize>(&mut self, _t: usize) -> [int16x8_t; 4] {
-            load_row_advancing::<V>(&mut self.next, self.stride_bytes)
+        unsafe fn load<const V: usize, const ODD: bool>(&mut self, _t: usize) -> [int16x8_t; 4] {
+            load_row_advancing::<V, ODD>(&mut self.next, self.stride_bytes)
         }
     }
 
@@ -480,7 +488,7 @@ mod platform {
                 let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = rows.load::<V>(t + $lane);
+                        let r = rows.load::<V, { $lane % 2 == 1 }>(t + $lane);
                         for f in 0..2 {
                             for v in 0..V {
                                 lanes[f][2 * v] =
@@ -502,7 +510,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = rows.load::<V>(t);
+                let r = rows.load::<V, false>(t);
                 for f in 0..2 {
                     let c = *coeffs[f].get_unchecked(t);
                     for v in 0..V {
@@ -548,7 +556,7 @@ mod platform {
                 let c = [load_i16x8(coeffs[0].as_ptr().add(t)), load_i16x8(coeffs[1].as_ptr().add(t))];
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = rows.load::<V>(t + $lane);
+                        let r = rows.load::<V, { $lane % 2 == 1 }>(t + $lane);
                         for f in 0..2 {
                             for v in 0..V {
                                 lanes[f][2 * v] =
@@ -570,7 +578,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = rows.load::<V>(t);
+                let r = rows.load::<V, false>(t);
                 for f in 0..2 {
                     let c = *coeffs[f].get_unchecked(t);
                     for v in 0..V {
@@ -623,13 +631,21 @@ mod platform {
     /// one instruction; its registers must be consecutive, hence the named ones). SAFETY
     /// (caller): `p..p + 32` is readable.
     #[inline(always)]
-    unsafe fn load_i16x32(p: *const i16) -> [int16x8_t; 4] {
+    unsafe fn load_i16x32<const ODD: bool>(p: *const i16) -> [int16x8_t; 4] {
         let (a, b, c, d): (int16x8_t, int16x8_t, int16x8_t, int16x8_t);
-        asm!(
-            "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{p}]",
-            out("v0") a, out("v1") b, out("v2") c, out("v3") d, p = in(reg) p,
-            options(pure, readonly, nostack, preserves_flags)
-        );
+        if ODD {
+            asm!(
+                "ld1 {{v28.8h, v29.8h, v30.8h, v31.8h}}, [{p}]",
+                out("v28") a, out("v29") b, out("v30") c, out("v31") d, p = in(reg) p,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+        } else {
+            asm!(
+                "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{p}]",
+                out("v0") a, out("v1") b, out("v2") c, out("v3") d, p = in(reg) p,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+        }
         [a, b, c, d]
     }
 
@@ -662,12 +678,20 @@ mod platform {
     /// The `8 * V` values of the row at `*row`, moving `*row` on by `stride_bytes` in the same
     /// `ld1` (post-increment by a register). SAFETY (caller): they are readable.
     #[inline(always)]
-    unsafe fn load_row_advancing<const V: usize>(
+    unsafe fn load_row_advancing<const V: usize, const ODD: bool>(
         row: &mut *const i16,
         stride_bytes: usize,
     ) -> [int16x8_t; 4] {
         let (a, b, c, d): (int16x8_t, int16x8_t, int16x8_t, int16x8_t);
-        if V == 4 {
+        if V == 4 && ODD {
+            asm!(
+                "ld1 {{v28.8h, v29.8h, v30.8h, v31.8h}}, [{p}], {stride}",
+                p = inout(reg) *row, stride = in(reg) stride_bytes,
+                out("v28") a, out("v29") b, out("v30") c, out("v31") d,
+                options(readonly, nostack, preserves_flags)
+            );
+            [a, b, c, d]
+        } else if V == 4 {
             asm!(
                 "ld1 {{v0.8h, v1.8h, v2.8h, v3.8h}}, [{p}], {stride}",
                 p = inout(reg) *row, stride = in(reg) stride_bytes,
@@ -698,7 +722,7 @@ mod platform {
     #[inline(always)]
     unsafe fn load_row<const V: usize>(row: *const i16) -> [int16x8_t; 4] {
         if V == 4 {
-            load_i16x32(row)
+            load_i16x32::<false>(row)
         } else if V == 2 {
             let [a, b] = load_i16x16(row);
             [a, b, a, b]
@@ -733,7 +757,7 @@ mod platform {
                 let c = load_i16x8(coeffs.as_ptr().add(t));
                 macro_rules! term {
                     ($lane:literal) => {{
-                        let r = rows.load::<V>(t + $lane);
+                        let r = rows.load::<V, { $lane % 2 == 1 }>(t + $lane);
                         for v in 0..V {
                             lanes[2 * v] = vmlal_laneq_s16::<$lane>(lanes[2 * v], vget_low_s16(r[v]), c);
                             lanes[2 * v + 1] = vmlal_high_laneq_s16::<$lane>(lanes[2 * v + 1], r[v], c);
@@ -751,7 +775,7 @@ mod platform {
                 t += 8;
             }
             while t < end {
-                let r = rows.load::<V>(t);
+                let r = rows.load::<V, false>(t);
                 let c = *coeffs.get_unchecked(t);
                 for v in 0..V {
                     lanes[2 * v] = vmlal_n_s16(lanes[2 * v], vget_low_s16(r[v]), c);
