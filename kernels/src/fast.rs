@@ -384,11 +384,10 @@ fn pool_then_tanh(
     let strict = (-tanh::STRICT_LIMIT + 1, tanh::STRICT_LIMIT);
     assert!(out_w <= MAX_POOLED_WIDTH, "a pooled row of at most {MAX_POOLED_WIDTH} windows");
     let mut row_inputs = [0i16; 4 * MAX_POOLED_WIDTH];
-    let mut largest = [0i16; MAX_POOLED_WIDTH];
     let inputs = &mut row_inputs[..2 * in_w];
-    let largest = &mut largest[..out_w];
     let channels = pre.chunks_exact(in_h * in_w).zip(biases);
     let outputs = pooled.chunks_exact_mut(out_h * out_w).zip(argmax.chunks_exact_mut(out_h * out_w));
+    // Each window's largest input goes into `pooled`, which becomes tanh of it at the end.
     for (ch, ((channel, &bias), (pooled, argmax))) in channels.zip(outputs).enumerate() {
         let bias = Fixed::bias(bias, acc_frac);
         let row_pairs = channel.chunks_exact(2 * in_w);
@@ -402,12 +401,9 @@ fn pool_then_tanh(
             }
             let (top, bottom) = inputs.split_at(in_w);
             let corner = ((ch * in_h + 2 * y) * in_w) as u32;
-            let outside = pool::window_max(top, bottom, corner, in_w as u32, strict, largest, argmax);
-            for (&qm, out) in largest.iter().zip(pooled.iter_mut()) {
-                *out = tanh::tanh_q(qm);
-            }
+            let outside = pool::window_max(top, bottom, corner, in_w as u32, strict, pooled, argmax);
             if outside {
-                let windows = largest.iter().zip(argmax.iter_mut()).enumerate();
+                let windows = pooled.iter().zip(argmax.iter_mut()).enumerate();
                 for (x, (&qm, at)) in windows.filter(|(_, (qm, _))| !(strict.0..=strict.1).contains(qm)) {
                     let f = first_tie_in_flat_tail(top, bottom, x, qm) as u32;
                     *at = corner + 2 * x as u32 + f % 2 + f / 2 * in_w as u32;
@@ -415,6 +411,7 @@ fn pool_then_tanh(
             }
         }
     }
+    pool::tanh_in_place(pooled);
 }
 
 /// Where tanh is not strictly increasing ([`tanh::STRICT_LIMIT`]), the first position of window

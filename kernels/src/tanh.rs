@@ -40,6 +40,18 @@ pub const STRICT_LIMIT: i16 = {
     (i << STEP_BITS) as i16
 };
 
+/// Each table entry beside the next, `TANH_TABLE[i] | TANH_TABLE[i + 1] << 16`: both ends of a
+/// segment in one 32-bit load, for the vector tanh of [`crate::simd::pool::tanh_all`].
+pub(crate) const TANH_PAIRS: [u32; 512] = {
+    let mut pairs = [0u32; 512];
+    let mut i = 0;
+    while i < 512 {
+        pairs[i] = (TANH_TABLE[i] as u16 as u32) | ((TANH_TABLE[i + 1] as u16 as u32) << 16);
+        i += 1;
+    }
+    pairs
+};
+
 /// tanh of a Q3.12 input, in Q0.15.
 #[inline]
 pub fn tanh_q(x: i16) -> i16 {

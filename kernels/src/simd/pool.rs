@@ -74,8 +74,24 @@ pub fn window_max_scalar(
     outside
 }
 
+/// `values[i] = tanh_q(values[i])` ([`crate::tanh::tanh_q`]: Q3.12 in, Q0.15 out), the pooled
+/// outputs from their windows' largest inputs. aarch64 does eight at a time: magnitude, segment and position in
+/// NEON, both ends of each segment in one 32-bit load per lane ([`crate::tanh::TANH_PAIRS`]), the
+/// interpolation `low + ((high - low) * within + 32) >> 6` and the sign in NEON again.
+pub fn tanh_in_place(values: &mut [i16]) {
+    platform::tanh_in_place(values)
+}
+
+/// The portable definition of [`tanh_in_place`].
+pub fn tanh_in_place_scalar(values: &mut [i16]) {
+    for v in values.iter_mut() {
+        *v = crate::tanh::tanh_q(*v);
+    }
+}
+
 #[cfg(not(target_arch = "aarch64"))]
 mod platform {
+    pub use super::tanh_in_place_scalar as tanh_in_place;
     pub use super::tanh_inputs_scalar as tanh_inputs;
     pub use super::window_max_scalar as window_max;
 }
@@ -83,6 +99,73 @@ mod platform {
 #[cfg(target_arch = "aarch64")]
 mod platform {
     use core::arch::asm;
+
+    pub fn tanh_in_place(values: &mut [i16]) {
+        let whole = values.len() / 8 * 8;
+        if whole > 0 {
+            // SAFETY: the loop reads and writes `whole <= values.len()` values, eight at a time,
+            // advancing the pointer after the store (`ld1`/`st1` need only 2-byte alignment). Every lane's segment is `|x| >> 6 <= 511` (inputs
+            // are at least -32767, whose magnitude `abs` gives exactly), so each table load reads
+            // one of `TANH_PAIRS`' 512 entries. The slope times the position, at most
+            // 512 * 63, fits an `i16` lane.
+            unsafe {
+                asm!(
+                    "2:",
+                    "ld1 {{v16.8h}}, [{p}]",
+                    "abs v17.8h, v16.8h",
+                    "ushr v18.8h, v17.8h, #6",
+                    "movi v19.8h, #63",
+                    "and v19.16b, v17.16b, v19.16b",
+                    "umov {i0:w}, v18.h[0]",
+                    "umov {i1:w}, v18.h[1]",
+                    "umov {i2:w}, v18.h[2]",
+                    "umov {i3:w}, v18.h[3]",
+                    "ldr {i0:w}, [{table}, {i0}, lsl #2]",
+                    "ldr {i1:w}, [{table}, {i1}, lsl #2]",
+                    "ldr {i2:w}, [{table}, {i2}, lsl #2]",
+                    "ldr {i3:w}, [{table}, {i3}, lsl #2]",
+                    "ins v20.s[0], {i0:w}",
+                    "ins v20.s[1], {i1:w}",
+                    "ins v20.s[2], {i2:w}",
+                    "ins v20.s[3], {i3:w}",
+                    "umov {i0:w}, v18.h[4]",
+                    "umov {i1:w}, v18.h[5]",
+                    "umov {i2:w}, v18.h[6]",
+                    "umov {i3:w}, v18.h[7]",
+                    "ldr {i0:w}, [{table}, {i0}, lsl #2]",
+                    "ldr {i1:w}, [{table}, {i1}, lsl #2]",
+                    "ldr {i2:w}, [{table}, {i2}, lsl #2]",
+                    "ldr {i3:w}, [{table}, {i3}, lsl #2]",
+                    "ins v21.s[0], {i0:w}",
+                    "ins v21.s[1], {i1:w}",
+                    "ins v21.s[2], {i2:w}",
+                    "ins v21.s[3], {i3:w}",
+                    // low ends in the even halves, high ends in the odd ones
+                    "uzp1 v22.8h, v20.8h, v21.8h",
+                    "uzp2 v23.8h, v20.8h, v21.8h",
+                    "sub v23.8h, v23.8h, v22.8h",
+                    "mul v23.8h, v23.8h, v19.8h",
+                    "srshr v23.8h, v23.8h, #6",
+                    "add v22.8h, v22.8h, v23.8h",
+                    // the sign back: (y ^ s) - s with s = x >> 15
+                    "sshr v16.8h, v16.8h, #15",
+                    "eor v22.16b, v22.16b, v16.16b",
+                    "sub v22.8h, v22.8h, v16.8h",
+                    "st1 {{v22.8h}}, [{p}], #16",
+                    "subs {n}, {n}, #8",
+                    "b.ne 2b",
+                    n = inout(reg) whole => _,
+                    p = inout(reg) values.as_mut_ptr() => _,
+                    table = in(reg) crate::tanh::TANH_PAIRS.as_ptr(),
+                    i0 = out(reg) _, i1 = out(reg) _, i2 = out(reg) _, i3 = out(reg) _,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _,
+                    out("v21") _, out("v22") _, out("v23") _,
+                    options(nostack)
+                );
+            }
+        }
+        super::tanh_in_place_scalar(&mut values[whole..]);
+    }
 
     pub fn tanh_inputs(pre: &[i64], bias: i64, right: u32, out: &mut [i16]) {
         let whole = pre.len() / 8 * 8;
@@ -332,6 +415,26 @@ mod tests {
                     assert_eq!(q, crate::tanh::tanh_input(p + bias, crate::fixed::TANH_IN_FRAC + right));
                 }
             }
+        }
+    }
+
+    /// [`tanh_in_place`] is [`crate::tanh::tanh_q`] for every Q3.12 input but -32768 (outside
+    /// the symmetric range), and in runs of every length up to 20.
+    #[test]
+    fn tanh_in_place_is_tanh_q_for_every_input() {
+        let inputs: [i16; 65535] = core::array::from_fn(|i| (i as i32 - 32767) as i16);
+        let mut out = inputs;
+        tanh_in_place(&mut out);
+        for (&x, &y) in inputs.iter().zip(&out) {
+            assert_eq!(y, crate::tanh::tanh_q(x), "tanh of {x}");
+        }
+        for len in 0..20 {
+            let (mut fast, mut want) = ([0i16; 20], [0i16; 20]);
+            fast[..len].copy_from_slice(&inputs[30000..30000 + len]);
+            want[..len].copy_from_slice(&inputs[30000..30000 + len]);
+            tanh_in_place(&mut fast[..len]);
+            tanh_in_place_scalar(&mut want[..len]);
+            assert_eq!(fast, want, "{len} inputs");
         }
     }
 
