@@ -81,6 +81,19 @@ impl Fused {
         })
     }
 
+    /// The same step in 32-bit pieces for vector lanes ([`crate::simd::update`]), where the batch
+    /// is a power of two (its division joins the shift: `floor(floor(x / 2^e) / 2^k)` is
+    /// `floor(x / 2^(e + k))`) and `e >= 30` (then the numerator, below `2^92` under the split's
+    /// bounds, keeps `x / 2^e` within `i64`, so the low 64 bits the definition keeps are all of
+    /// it), and the constants are within the split's bounds.
+    fn split(&self) -> Option<crate::simd::update::SplitStep> {
+        if !(self.batch as u64).is_power_of_two() || self.e < 30 {
+            return None;
+        }
+        let shift = self.e + (self.batch as u64).trailing_zeros();
+        crate::simd::update::SplitStep::new(self.momentum, self.decay, self.rate, self.half, shift)
+    }
+
     /// `m'` for one parameter.
     #[inline(always)]
     fn momentum(&self, w: i32, m: i32, g: i64) -> i64 {
@@ -107,7 +120,14 @@ pub fn sgd_step(
 ) {
     assert!(batch > 0, "an update needs at least one sample");
     match Fused::new(sgd, grad_frac, batch, decay) {
-        Some(fused) => each_parameter(params, momentum, grads, |w, m, g| fused.momentum(w, m, g)),
+        Some(fused) => {
+            if let Some(split) = fused.split() {
+                if crate::simd::update::sgd_step_split(&split, params, momentum, grads) {
+                    return;
+                }
+            }
+            each_parameter(params, momentum, grads, |w, m, g| fused.momentum(w, m, g))
+        }
         None => sgd_step_wide(sgd, params, momentum, grads, grad_frac, batch, decay),
     }
 }
@@ -164,6 +184,39 @@ mod tests {
     /// A value of random magnitude: uniform bits, then shifted right by a random amount.
     fn spread(rng: &mut Rng) -> i64 {
         (rng.next_u64() as i64) >> (rng.next_u64() % 64)
+    }
+
+    /// With every gradient sum below the vector path's limit (as in training), the step is the
+    /// definition too: weights and biases of the default constants, batches of 64 and 32, and
+    /// momenta and weights over the whole `i32` range.
+    #[test]
+    fn vector_step_is_the_definition() {
+        let mut rng = Rng::new(6);
+        let hyper = 1i64 << HYPER_FRAC;
+        let sgd = constants(hyper * 9 / 10, hyper / 20, hyper / 20 / 10_000);
+        let limit = crate::simd::update::GRAD_LIMIT;
+        for (grad_frac, decay) in [(30, true), (29, true), (15, false)] {
+            for batch in [64, 32] {
+                for len in [0, 1, 5, 64, 67] {
+                    let mut w: [i32; 67] = core::array::from_fn(|_| spread(&mut rng) as i32);
+                    let mut m: [i32; 67] = core::array::from_fn(|_| spread(&mut rng) as i32);
+                    let g: [i64; 67] = core::array::from_fn(|_| spread(&mut rng) % limit);
+                    (w[0], m[0], w[1], m[1]) = (i32::MAX, i32::MIN, i32::MIN, i32::MAX);
+                    let (mut w_wide, mut m_wide) = (w, m);
+                    sgd_step(&sgd, &mut w[..len], &mut m[..len], &g[..len], grad_frac, batch, decay);
+                    sgd_step_wide(
+                        &sgd,
+                        &mut w_wide[..len],
+                        &mut m_wide[..len],
+                        &g[..len],
+                        grad_frac,
+                        batch,
+                        decay,
+                    );
+                    assert_eq!((w, m), (w_wide, m_wide), "frac {grad_frac} batch {batch} length {len}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod gather;
 pub mod level;
 pub mod pool;
 pub mod schedule;
+pub mod update;
 
 /// Exact dot product of two equally long `i16` slices.
 #[inline]
