@@ -36,15 +36,16 @@ pub const TERM_GROUP: usize = 8;
 /// multiple of [`TERM_GROUP`] terms from its start (a prefix of an admissible chunk is admissible),
 /// or at that term when the chunk is shorter than a group.
 pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
-    if fits_one_chunk(coeffs.iter().map(|c| c.unsigned_abs()), coeffs.len(), row_bound) {
+    if coeffs.len() <= 1 << 16 && super::sum_abs_i16(coeffs) * row_bound as u64 <= LANE_LIMIT {
         return one_chunk(coeffs.len(), ends);
     }
     chunk_ends_by(coeffs.len(), |t| coeffs[t].unsigned_abs(), row_bound, ends)
 }
 
 /// Whether all `terms` magnitudes together stay within the lane limit, so the greedy cut would
-/// make one chunk of them: the common case, checked in one pass that vectorises (a sum of at most
-/// 65,536 magnitudes below 2^15 fits a `u32`), where the greedy cut costs a branch per term.
+/// make one chunk of them: the common case, checked in one pass (a sum of at most 65,536
+/// magnitudes below 2^15 fits a `u32`) before the greedy cut's branch per term. A single list
+/// sums its magnitudes with [`super::sum_abs_i16`] instead; this is the pairs' larger magnitudes.
 #[inline]
 fn fits_one_chunk(magnitudes: impl Iterator<Item = u16>, terms: usize, row_bound: u32) -> bool {
     terms <= 1 << 16 && magnitudes.map(u32::from).sum::<u32>() as u64 * row_bound as u64 <= LANE_LIMIT
@@ -72,14 +73,27 @@ pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) ->
     chunk_ends_by(coeffs[0].len(), magnitude, row_bound, ends)
 }
 
-/// The greedy cut of [`chunk_ends`] over `terms` terms of the given magnitudes.
+/// The greedy cut of [`chunk_ends`] over `terms` terms of the given magnitudes. Whole groups of
+/// [`TERM_GROUP`] terms (counted from the chunk's start) that fit go in at once, with one test
+/// for the group; only a group that does not fit is taken term by term, which is where the cut
+/// falls. The same cuts as term by term throughout ([`chunk_ends_term_by_term`], tested): inside
+/// a group that fits, no term could have passed the limit.
 fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32, ends: &mut [u32]) -> usize {
     debug_assert!(row_bound <= VALUE_LIMIT);
     let term = |t: usize| magnitude(t) as u64 * row_bound as u64;
     let mut chunks = 0;
     let mut start = 0;
     let mut sum = 0u64;
-    for t in 0..terms {
+    let mut t = 0;
+    while t < terms {
+        if (t - start).is_multiple_of(TERM_GROUP) && t + TERM_GROUP <= terms {
+            let group = (t..t + TERM_GROUP).map(|i| magnitude(i) as u64).sum::<u64>() * row_bound as u64;
+            if sum + group <= LANE_LIMIT {
+                sum += group;
+                t += TERM_GROUP;
+                continue;
+            }
+        }
         if sum + term(t) > LANE_LIMIT {
             let grouped = start + (t - start) / TERM_GROUP * TERM_GROUP;
             let cut = if grouped > start { grouped } else { t };
@@ -97,6 +111,7 @@ fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32,
             }
         }
         sum += term(t);
+        t += 1;
     }
     if terms > 0 {
         ends[chunks] = terms as u32;
@@ -161,6 +176,61 @@ mod tests {
             start = end;
         }
         assert_eq!(start, coeffs.len());
+    }
+
+    /// The greedy cut one term at a time, as it was first written: the reference for the
+    /// grouped loop of [`chunk_ends_by`].
+    fn chunk_ends_term_by_term(
+        terms: usize,
+        magnitude: impl Fn(usize) -> u16,
+        row_bound: u32,
+        ends: &mut [u32],
+    ) -> usize {
+        let term = |t: usize| magnitude(t) as u64 * row_bound as u64;
+        let (mut chunks, mut start, mut sum) = (0, 0, 0u64);
+        for t in 0..terms {
+            if sum + term(t) > LANE_LIMIT {
+                let grouped = start + (t - start) / TERM_GROUP * TERM_GROUP;
+                let cut = if grouped > start { grouped } else { t };
+                ends[chunks] = cut as u32;
+                chunks += 1;
+                start = cut;
+                sum = (cut..t).map(term).sum();
+                if sum + term(t) > LANE_LIMIT {
+                    ends[chunks] = t as u32;
+                    chunks += 1;
+                    start = t;
+                    sum = 0;
+                }
+            }
+            sum += term(t);
+        }
+        if terms > 0 {
+            ends[chunks] = terms as u32;
+            chunks += 1;
+        }
+        chunks
+    }
+
+    /// The grouped greedy cut makes the term-by-term cut's chunks, on lists of every mix of
+    /// magnitudes (tiny, typical, extreme) and every length up to 300.
+    #[test]
+    fn grouped_cut_is_the_term_by_term_cut() {
+        let mut rng = crate::rng::Rng::new(19);
+        for case in 0..600 {
+            let len = case % 300;
+            let mut values = [0i16; 300];
+            for v in values.iter_mut().take(len) {
+                let scale = [3u64, 300, 3000, 32767][rng.below(4) as usize];
+                *v = (rng.below(2 * scale + 1) as i64 - scale as i64) as i16;
+            }
+            for row_bound in [1, 1000, 16384, 32767] {
+                let (mut grouped, mut reference) = ([0u32; 300], [0u32; 300]);
+                let n = chunk_ends_by(len, |t| values[t].unsigned_abs(), row_bound, &mut grouped);
+                let m = chunk_ends_term_by_term(len, |t| values[t].unsigned_abs(), row_bound, &mut reference);
+                assert_eq!(&grouped[..n], &reference[..m], "case {case}, bound {row_bound}");
+            }
+        }
     }
 
     /// The one-pass check for a single chunk gives the greedy cut's chunks: lists whose magnitudes
