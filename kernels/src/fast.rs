@@ -432,9 +432,7 @@ const MAX_POOLED_WIDTH: usize = 64;
 /// gradient). Every other position's delta is zero, so none is stored: the weight and input
 /// gradients read the winners' deltas beside their `argmax` positions.
 fn pooled_tanh_backward(grad_pooled: &[i64], grad_frac: u32, pooled: &[i16], window_delta: &mut [i16]) {
-    for ((&g, &y), d) in grad_pooled.iter().zip(pooled).zip(window_delta) {
-        *d = if g != 0 { Fixed::tanh_backward(g, grad_frac, y) } else { 0 };
-    }
+    pool::tanh_backward_all(grad_pooled, grad_frac, pooled, window_delta);
 }
 
 /// `pre = W x + b` for one sample: the rows of `W^T` (`outputs` values apart) scaled by the

@@ -89,8 +89,28 @@ pub fn tanh_in_place_scalar(values: &mut [i16]) {
     }
 }
 
+/// The windows' deltas from the gradients at the pooled outputs: `out[i]` is the definition's
+/// tanh backward, [`crate::arith::Arith::tanh_backward`] of `grads[i]` (`grad_frac` fraction bits)
+/// and the output `ys[i]`. aarch64 does four at a time where the definition's 64-bit case holds
+/// for all (`|g| < 2^47` and a shift of 1 to 61 bits): the slope `(2^30 - y^2 + 2^14) >> 15` in
+/// 32-bit lanes, `g * slope` as `(g >> 32) * slope * 2^32 + (g & (2^32 - 1)) * slope` (two
+/// 32 x 32 -> 64-bit products, exact below 2^62), then the rounding shift and saturation.
+pub fn tanh_backward_all(grads: &[i64], grad_frac: u32, ys: &[i16], out: &mut [i16]) {
+    assert!(grads.len() == ys.len() && ys.len() == out.len(), "one delta per window");
+    platform::tanh_backward_all(grads, grad_frac, ys, out)
+}
+
+/// The portable definition of [`tanh_backward_all`].
+pub fn tanh_backward_all_scalar(grads: &[i64], grad_frac: u32, ys: &[i16], out: &mut [i16]) {
+    use crate::arith::{Arith, Fixed};
+    for ((&g, &y), d) in grads.iter().zip(ys).zip(out.iter_mut()) {
+        *d = Fixed::tanh_backward(g, grad_frac, y);
+    }
+}
+
 #[cfg(not(target_arch = "aarch64"))]
 mod platform {
+    pub use super::tanh_backward_all_scalar as tanh_backward_all;
     pub use super::tanh_in_place_scalar as tanh_in_place;
     pub use super::tanh_inputs_scalar as tanh_inputs;
     pub use super::window_max_scalar as window_max;
@@ -99,6 +119,64 @@ mod platform {
 #[cfg(target_arch = "aarch64")]
 mod platform {
     use core::arch::asm;
+
+    pub fn tanh_backward_all(grads: &[i64], grad_frac: u32, ys: &[i16], out: &mut [i16]) {
+        let shift = (grad_frac + crate::fixed::ACT_FRAC).saturating_sub(crate::fixed::DELTA_FRAC);
+        let whole = grads.len() / 4 * 4;
+        if !(1..=61).contains(&shift)
+            || whole == 0
+            || !crate::simd::update::all_magnitudes_below(&grads[..whole], 1 << 47)
+        {
+            return super::tanh_backward_all_scalar(grads, grad_frac, ys, out);
+        }
+        // SAFETY: the three slices hold `grads.len()` values (asserted by the caller); the loop
+        // reads and writes `whole` of them, four at a time, advancing the pointers (`ld1`/`st1`
+        // need only element alignment). The lanes hold the definition's 64-bit integers: y^2 and
+        // the slope fit 32 bits, each partial product is below 2^47 (low word) or 2^62 (high
+        // word, |g >> 32| < 2^15), and so is their sum.
+        unsafe {
+            asm!(
+                "movi v24.4s, #64, lsl #24", // 2^30
+                "dup v25.2d, {neg_shift}",
+                "dup v26.4h, {min:w}",
+                "2:",
+                "ld1 {{v16.2d, v17.2d}}, [{g}], #32",
+                "ld1 {{v18.4h}}, [{y}], #8",
+                "smull v19.4s, v18.4h, v18.4h",
+                "sub v19.4s, v24.4s, v19.4s",
+                "urshr v19.4s, v19.4s, #15",
+                "uzp1 v20.4s, v16.4s, v17.4s",
+                "uzp2 v21.4s, v16.4s, v17.4s",
+                "umull v22.2d, v20.2s, v19.2s",
+                "umull2 v23.2d, v20.4s, v19.4s",
+                "smull v16.2d, v21.2s, v19.2s",
+                "smull2 v17.2d, v21.4s, v19.4s",
+                "shl v16.2d, v16.2d, #32",
+                "shl v17.2d, v17.2d, #32",
+                "add v16.2d, v16.2d, v22.2d",
+                "add v17.2d, v17.2d, v23.2d",
+                "srshl v16.2d, v16.2d, v25.2d",
+                "srshl v17.2d, v17.2d, v25.2d",
+                "sqxtn v16.2s, v16.2d",
+                "sqxtn2 v16.4s, v17.2d",
+                "sqxtn v16.4h, v16.4s",
+                "smax v16.4h, v16.4h, v26.4h",
+                "st1 {{v16.4h}}, [{d}], #8",
+                "subs {n}, {n}, #4",
+                "b.ne 2b",
+                n = inout(reg) whole => _,
+                g = inout(reg) grads.as_ptr() => _,
+                y = inout(reg) ys.as_ptr() => _,
+                d = inout(reg) out.as_mut_ptr() => _,
+                neg_shift = in(reg) -(shift as i64),
+                min = in(reg) -(i16::MAX as i32),
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+                out("v22") _, out("v23") _, out("v24") _, out("v25") _, out("v26") _,
+                options(nostack)
+            );
+        }
+        super::tanh_backward_all_scalar(&grads[whole..], grad_frac, &ys[whole..], &mut out[whole..]);
+    }
 
     pub fn tanh_in_place(values: &mut [i16]) {
         let whole = values.len() / 8 * 8;
@@ -435,6 +513,35 @@ mod tests {
             tanh_in_place(&mut fast[..len]);
             tanh_in_place_scalar(&mut want[..len]);
             assert_eq!(fast, want, "{len} inputs");
+        }
+    }
+
+    /// [`tanh_backward_all`] against the definition at every length up to 24, for gradients
+    /// at and past the 64-bit case's bound, outputs at the extremes, and several fractions (one
+    /// past the 64-bit case's shifts).
+    #[test]
+    fn tanh_backward_all_is_the_definition() {
+        let mut rng = Rng::new(23);
+        for grad_frac in [1, 15, 30, 46, 60] {
+            for len in 0..24 {
+                for limit_case in 0..3 {
+                    let grads: [i64; 24] = core::array::from_fn(|i| match (i + limit_case) % 5 {
+                        0 => 0,
+                        1 => [(1 << 47) - 1, -(1 << 47) + 1, 1 << 47][limit_case],
+                        2 => (rng.next_u64() as i64) >> (17 + rng.below(40)),
+                        _ => (rng.next_u64() as i64) >> 40,
+                    });
+                    let ys: [i16; 24] = core::array::from_fn(|i| match i % 4 {
+                        0 => 0,
+                        1 => [32767, -32767][i / 4 % 2],
+                        _ => (rng.below(65535) as i64 - 32767) as i16,
+                    });
+                    let (mut fast, mut want) = ([0i16; 24], [0i16; 24]);
+                    tanh_backward_all(&grads[..len], grad_frac, &ys[..len], &mut fast[..len]);
+                    tanh_backward_all_scalar(&grads[..len], grad_frac, &ys[..len], &mut want[..len]);
+                    assert_eq!(fast, want, "frac {grad_frac}, length {len}, case {limit_case}");
+                }
+            }
         }
     }
 

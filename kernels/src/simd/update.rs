@@ -73,12 +73,18 @@ impl SplitStep {
 /// is below [`GRAD_LIMIT`] in magnitude; returns `false`, having changed nothing, otherwise.
 pub fn sgd_step_split(step: &SplitStep, params: &mut [i32], momentum: &mut [i32], grads: &[i64]) -> bool {
     assert!(params.len() == momentum.len() && params.len() == grads.len());
-    if !platform::all_below(grads, GRAD_LIMIT) {
+    if !all_magnitudes_below(grads, GRAD_LIMIT) {
         return false;
     }
     let done = platform::step(step, params, momentum, grads);
     sgd_step_split_scalar(step, &mut params[done..], &mut momentum[done..], &grads[done..]);
     true
+}
+
+/// Whether every value's magnitude is below `limit` (a vector path's bound, checked once per
+/// call; aarch64 four values at a time).
+pub(crate) fn all_magnitudes_below(values: &[i64], limit: i64) -> bool {
+    platform::all_below(values, limit)
 }
 
 /// The portable definition of [`sgd_step_split`]'s arithmetic (for gradients below the limit).
