@@ -331,6 +331,28 @@ mod platform {
             }
             return;
         }
+        if width == 8 {
+            // SAFETY: as below, for rows of exactly eight values: each trip moves one row with one
+            // `ld1` (post-incremented by the stride) and one `st1`.
+            unsafe {
+                core::arch::asm!(
+                    "cbz {rows}, 3f",
+                    "2:",
+                    "ld1 {{{v:v}.8h}}, [{s}], {stride_bytes}",
+                    "st1 {{{v:v}.8h}}, [{d}], #16",
+                    "subs {rows}, {rows}, #1",
+                    "b.ne 2b",
+                    "3:",
+                    rows = inout(reg) dst.len() / 8 => _,
+                    s = inout(reg) src.as_ptr() => _,
+                    d = inout(reg) dst.as_mut_ptr() => _,
+                    stride_bytes = in(reg) 2 * stride,
+                    v = out(vreg) _,
+                    options(nostack)
+                );
+            }
+            return;
+        }
         // SAFETY: the caller asserted that `dst` holds whole rows of `width` values and that
         // every row `r * stride..r * stride + width` lies inside `src`; each trip of the outer
         // loop moves one row, eight then four values at a time (`width` is a multiple of four),
