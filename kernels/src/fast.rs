@@ -27,7 +27,7 @@ use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
 use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
-use crate::simd::{add_i64_array, copy_i16, copy_rows_i16, pool, transpose_i16};
+use crate::simd::{add_i64_array, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
 
@@ -536,19 +536,21 @@ fn conv_flush(
     let patch_limit = input_limit(s.input_frac);
     let (grad_w, grad_b) = s.params_mut(grads);
     for (co, (g_filter, g_b)) in grad_w.chunks_exact_mut(k_len).zip(grad_b).enumerate() {
+        // Every window's winner is a term (a zero delta adds nothing; they are rare): its patch
+        // row's offset `sample * patches_len + (winner - co * positions) * k_len`, its delta.
         terms.clear();
         let channel_start = co * positions;
         for sample in 0..samples {
             let at = sample * pooled + co * windows;
-            let deltas = &c.window_delta[at..][..windows];
-            let winners = &c.argmax[at..][..windows];
-            let patches = sample * patches_len;
-            for (&d, &p) in deltas.iter().zip(winners) {
-                terms.push(patches + (p as usize - channel_start) * k_len, d);
-            }
+            let base = (sample * patches_len) as u32;
+            let base = base.wrapping_sub((channel_start * k_len) as u32);
+            let offsets = &mut terms.offsets[terms.len..][..windows];
+            affine_u32(&c.argmax[at..][..windows], base, k_len as u32, offsets);
+            copy_i16(&mut terms.coeffs[terms.len..][..windows], &c.window_delta[at..][..windows]);
+            terms.len += windows;
         }
         if terms.len > 0 {
-            *g_b += terms.coeffs[..terms.len].iter().map(|&d| d as i64).sum::<i64>();
+            *g_b += sum_i16(&terms.coeffs[..terms.len]);
             terms.schedule(patch_limit);
             terms.apply(g_filter, Write::Add, c.patches); // the block's rows and the slack after them
             profile::count_traffic(layer, 16 * (k_len + 1));

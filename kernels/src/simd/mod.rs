@@ -109,6 +109,32 @@ pub fn sum_abs_i16_scalar(values: &[i16]) -> u64 {
     values.iter().map(|v| v.unsigned_abs() as u64).sum()
 }
 
+/// `out[i] = base + values[i] * scale` in wrapping `u32` arithmetic: row offsets from indices
+/// (a filter's winners, the rows of its weight gradient). aarch64 does four per `mla`.
+pub fn affine_u32(values: &[u32], base: u32, scale: u32, out: &mut [u32]) {
+    assert_eq!(values.len(), out.len(), "one offset per index");
+    platform::affine_u32(values, base, scale, out)
+}
+
+/// The portable definition of [`affine_u32`].
+pub fn affine_u32_scalar(values: &[u32], base: u32, scale: u32, out: &mut [u32]) {
+    for (o, &v) in out.iter_mut().zip(values) {
+        *o = base.wrapping_add(v.wrapping_mul(scale));
+    }
+}
+
+/// The sum of at most 65,536 values (a filter's deltas, its bias gradient). aarch64 adds 32 at a
+/// time into 32-bit lanes (`sadalp`), which hold 2^16 values of up to 32768 in magnitude.
+pub fn sum_i16(values: &[i16]) -> i64 {
+    assert!(values.len() <= 1 << 16, "at most 65,536 values");
+    platform::sum_i16(values)
+}
+
+/// The portable definition of [`sum_i16`].
+pub fn sum_i16_scalar(values: &[i16]) -> i64 {
+    values.iter().map(|&v| v as i64).sum()
+}
+
 /// The portable definition of [`max_abs_i16`].
 pub fn max_abs_i16_scalar(values: &[i16]) -> u32 {
     values.iter().map(|v| v.unsigned_abs() as u32).max().unwrap_or(0)
@@ -205,6 +231,7 @@ mod platform {
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
     pub use super::sum_abs_i16_scalar as sum_abs_i16;
+    pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
     #[inline(always)]
     pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
         super::add_i64_scalar(dst, src)
@@ -469,6 +496,71 @@ mod platform {
     }
 
     #[inline]
+    pub fn affine_u32(values: &[u32], base: u32, scale: u32, out: &mut [u32]) {
+        let whole = values.len() / 4 * 4;
+        if whole > 0 {
+            // SAFETY: both slices hold `values.len()` values (asserted by the caller); the loop
+            // reads and writes `whole` of them, four at a time, advancing both pointers (`ld1`/
+            // `st1` `.4s` need only the 4-byte alignment `u32` has).
+            unsafe {
+                core::arch::asm!(
+                    "dup {b:v}.4s, {base:w}",
+                    "dup {k:v}.4s, {scale:w}",
+                    "2:",
+                    "ld1 {{{v:v}.4s}}, [{s}], #16",
+                    "mov {o:v}.16b, {b:v}.16b",
+                    "mla {o:v}.4s, {v:v}.4s, {k:v}.4s",
+                    "st1 {{{o:v}.4s}}, [{d}], #16",
+                    "subs {n}, {n}, #4",
+                    "b.ne 2b",
+                    n = inout(reg) whole => _,
+                    s = inout(reg) values.as_ptr() => _,
+                    d = inout(reg) out.as_mut_ptr() => _,
+                    base = in(reg) base,
+                    scale = in(reg) scale,
+                    b = out(vreg) _,
+                    k = out(vreg) _,
+                    v = out(vreg) _,
+                    o = out(vreg) _,
+                    options(nostack)
+                );
+            }
+        }
+        super::affine_u32_scalar(&values[whole..], base, scale, &mut out[whole..]);
+    }
+
+    pub fn sum_i16(values: &[i16]) -> i64 {
+        let whole = values.len() / 32 * 32;
+        let mut vector: i64 = 0;
+        if whole > 0 {
+            // SAFETY: as in `sum_abs_i16`, with signed pairwise sums (`sadalp`) of the values.
+            unsafe {
+                core::arch::asm!(
+                    "movi v20.4s, #0",
+                    "movi v21.4s, #0",
+                    "2:",
+                    "ld1 {{v16.8h, v17.8h, v18.8h, v19.8h}}, [{p}], #64",
+                    "sadalp v20.4s, v16.8h",
+                    "sadalp v21.4s, v17.8h",
+                    "sadalp v20.4s, v18.8h",
+                    "sadalp v21.4s, v19.8h",
+                    "subs {n}, {n}, #32",
+                    "b.ne 2b",
+                    "saddlp v20.2d, v20.4s",
+                    "sadalp v20.2d, v21.4s",
+                    "addp d20, v20.2d",
+                    "fmov {out}, d20",
+                    n = inout(reg) whole => _,
+                    p = inout(reg) values.as_ptr() => _,
+                    out = out(reg) vector,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+                    options(nostack, readonly)
+                );
+            }
+        }
+        vector + super::sum_i16_scalar(&values[whole..])
+    }
+
     pub fn sum_abs_i16(values: &[i16]) -> u64 {
         let whole = values.len() / 32 * 32;
         let mut vector: u64 = 0;
@@ -736,6 +828,7 @@ mod platform {
     pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::sum_abs_i16_scalar as sum_abs_i16;
     pub use super::transpose_i16_scalar as transpose_i16;
+    pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
 
     pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
         super::add_i64_scalar(dst, src)
@@ -914,6 +1007,13 @@ mod tests {
             }
             assert_eq!(max_abs_i16(&values[..n]), max_abs_i16_scalar(&values[..n]), "{n} values");
             assert_eq!(sum_abs_i16(&values[..n]), sum_abs_i16_scalar(&values[..n]), "{n} values");
+            assert_eq!(sum_i16(&values[..n]), sum_i16_scalar(&values[..n]), "{n} values");
+            let indices: [u32; 100] = core::array::from_fn(|i| (values[i] as i32 + 40000) as u32);
+            let base = [0, 7, u32::MAX - 100_000][n % 3];
+            let (mut fast, mut want) = ([0u32; 100], [0u32; 100]);
+            affine_u32(&indices[..n], base, 500, &mut fast[..n]);
+            affine_u32_scalar(&indices[..n], base, 500, &mut want[..n]);
+            assert_eq!(fast, want, "{n} offsets");
         }
     }
 
