@@ -49,7 +49,8 @@ pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
 /// `dst`'s rows of `width` values from rows `stride` apart in `src`: row `r` of `dst` is
 /// `src[r * stride..][..width]` (a window of an image, the rows of im2col). aarch64 moves eight
 /// values per `ld1`/`st1` pair with one loop over all rows, where a [`copy_i16`] call per row spent
-/// more on the call than on the copy for the second convolution's rows of eight.
+/// more on the call than on the copy for the second convolution's rows of eight; rows of exactly
+/// 8 or 24 values (MxLenet's two convolutions) take one `ld1`/`st1` pair each.
 pub fn copy_rows_i16(dst: &mut [i16], src: &[i16], stride: usize, width: usize) {
     assert!(width > 0 && dst.len().is_multiple_of(width), "whole rows of {width}");
     let rows = dst.len() / width;
@@ -355,6 +356,29 @@ mod platform {
             // `memcpy` call moving a halfword at a time on the strict-align target).
             for (r, row) in dst.chunks_exact_mut(width).enumerate() {
                 copy_i16(row, &src[r * stride..][..width]);
+            }
+            return;
+        }
+        if width == 24 {
+            // SAFETY: as below, for rows of exactly 24 values: each trip moves one row with one
+            // three-register `ld1` (post-incremented by the stride; consecutive registers, hence
+            // the named ones) and one `st1`.
+            unsafe {
+                core::arch::asm!(
+                    "cbz {rows}, 3f",
+                    "2:",
+                    "ld1 {{v16.8h, v17.8h, v18.8h}}, [{s}], {stride_bytes}",
+                    "st1 {{v16.8h, v17.8h, v18.8h}}, [{d}], #48",
+                    "subs {rows}, {rows}, #1",
+                    "b.ne 2b",
+                    "3:",
+                    rows = inout(reg) dst.len() / 24 => _,
+                    s = inout(reg) src.as_ptr() => _,
+                    d = inout(reg) dst.as_mut_ptr() => _,
+                    stride_bytes = in(reg) 2 * stride,
+                    out("v16") _, out("v17") _, out("v18") _,
+                    options(nostack)
+                );
             }
             return;
         }
