@@ -27,7 +27,7 @@ use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
 use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
-use crate::simd::{add_i64_array, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
+use crate::simd::{add_rows_i64, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
 
@@ -625,13 +625,10 @@ fn input_gradient(
         terms.schedule(c.weight_limit);
         terms.apply(c.region, Write::Set, c.embedded);
         let (wy, wx) = (window / pooled_w, window % pooled_w);
-        let rows = c.region.chunks_exact(REGION_SIDE).zip(0..);
-        for (row, i) in rows {
-            let (ci, r) = (i / REGION_SIDE, i % REGION_SIDE);
-            let at = (ci * conv.in_h + 2 * wy + r) * conv.in_w + 2 * wx;
-            let dst: &mut [i64; REGION_SIDE] = (&mut grad_in[at..][..REGION_SIDE]).try_into().expect("a row");
-            add_i64_array(dst, row.try_into().expect("a row"));
-        }
+        let corner = 2 * wy * conv.in_w + 2 * wx;
+        let strides = (conv.in_w, conv.in_h * conv.in_w);
+        let shape = (REGION_SIDE, REGION_SIDE, conv.in_ch);
+        add_rows_i64(&mut grad_in[corner..], strides, c.region, shape);
     }
 }
 

@@ -65,6 +65,38 @@ pub fn copy_rows_i16_scalar(dst: &mut [i16], src: &[i16], stride: usize, width: 
     }
 }
 
+/// Adds `src`, `planes` planes of `rows` rows of `width` values stored one after another, into
+/// `dst` where rows lie `row_stride` values apart and planes `plane_stride` apart (wrapping, as
+/// the vector adds do): a window's input-gradient region into the input gradient. aarch64 moves
+/// a row of six (the regions' width) with one three-register `ld1`/`st1` each way.
+pub fn add_rows_i64(
+    dst: &mut [i64],
+    (row_stride, plane_stride): (usize, usize),
+    src: &[i64],
+    (width, rows, planes): (usize, usize, usize),
+) {
+    assert_eq!(src.len(), width * rows * planes, "the block's values");
+    if src.is_empty() {
+        return;
+    }
+    let reach = (planes - 1) * plane_stride + (rows - 1) * row_stride + width;
+    assert!(reach <= dst.len(), "rows past the destination");
+    platform::add_rows_i64(dst, (row_stride, plane_stride), src, (width, rows, planes))
+}
+
+/// The portable definition of [`add_rows_i64`].
+pub fn add_rows_i64_scalar(
+    dst: &mut [i64],
+    (row_stride, plane_stride): (usize, usize),
+    src: &[i64],
+    (width, rows, _planes): (usize, usize, usize),
+) {
+    for (i, row) in src.chunks_exact(width).enumerate() {
+        let at = i / rows * plane_stride + i % rows * row_stride;
+        add_i64_scalar(&mut dst[at..][..width], row);
+    }
+}
+
 /// `dst[i] += src[i]` (wrapping, as the vector adds do), for the column-to-image sums of the
 /// convolution input gradients and the sum of the cores' gradients. On the firmware's target LLVM
 /// vectorises such a loop through the stack (`+strict-align`); here two values move per
@@ -73,13 +105,6 @@ pub fn copy_rows_i16_scalar(dst: &mut [i16], src: &[i16], stride: usize, width: 
 pub fn add_i64(dst: &mut [i64], src: &[i64]) {
     assert_eq!(dst.len(), src.len(), "sum of unequal lengths");
     platform::add_i64(dst, src)
-}
-
-/// [`add_i64`] of a fixed, short length (the five-value rows of col2im), unrolled: no loop and
-/// no length tests around the two-value vector adds.
-#[inline(always)]
-pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
-    platform::add_i64_array(dst, src)
 }
 
 /// The largest value (`None` for none): the micro-kernel's bounds check of its row offsets, on
@@ -228,16 +253,13 @@ fn no_min_values(v: &[i16]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
+    pub use super::add_rows_i64_scalar as add_rows_i64;
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
+    pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::sum_abs_i16_scalar as sum_abs_i16;
     pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
-    #[inline(always)]
-    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
-        super::add_i64_scalar(dst, src)
-    }
-    pub use super::round_to_i16_scalar as round_to_i16;
     use core::arch::x86_64::*;
 
     #[inline]
@@ -495,31 +517,52 @@ mod platform {
         }
     }
 
-    #[inline(always)]
-    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
-        for pair in 0..N / 2 {
-            // SAFETY: values 2 * pair and 2 * pair + 1 < N of both arrays; `ld1`/`st1` `.2d` need
-            // only the 8-byte alignment `i64` has.
-            unsafe {
-                core::arch::asm!(
-                    "ld1 {{{a:v}.2d}}, [{s}]",
-                    "ld1 {{{b:v}.2d}}, [{d}]",
-                    "add {b:v}.2d, {b:v}.2d, {a:v}.2d",
-                    "st1 {{{b:v}.2d}}, [{d}]",
-                    s = in(reg) src.as_ptr().add(2 * pair),
-                    d = in(reg) dst.as_mut_ptr().add(2 * pair),
-                    a = out(vreg) _,
-                    b = out(vreg) _,
-                    options(nostack, preserves_flags)
-                );
-            }
+    #[inline]
+    pub fn add_rows_i64(
+        dst: &mut [i64],
+        (row_stride, plane_stride): (usize, usize),
+        src: &[i64],
+        (width, rows, planes): (usize, usize, usize),
+    ) {
+        if width != 6 {
+            return super::add_rows_i64_scalar(dst, (row_stride, plane_stride), src, (width, rows, planes));
         }
-        if N % 2 == 1 {
-            dst[N - 1] = dst[N - 1].wrapping_add(src[N - 1]);
+        // SAFETY: the caller asserted that `src` holds `planes * rows * 6` values and that the
+        // furthest row, `(planes - 1) * plane_stride + (rows - 1) * row_stride + 6`, lies inside
+        // `dst`; the loops read `src` in order and each row of `dst` once, moving the row pointer
+        // on by the row stride and the plane pointer by the plane stride. `ld1`/`st1` `.2d` need
+        // only 8-byte alignment; three-register forms need consecutive registers (named).
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "mov {row}, {plane}",
+                "mov {r}, {rows}",
+                "3:",
+                "ld1 {{v16.2d, v17.2d, v18.2d}}, [{s}], #48",
+                "ld1 {{v19.2d, v20.2d, v21.2d}}, [{row}]",
+                "add v19.2d, v19.2d, v16.2d",
+                "add v20.2d, v20.2d, v17.2d",
+                "add v21.2d, v21.2d, v18.2d",
+                "st1 {{v19.2d, v20.2d, v21.2d}}, [{row}], {row_bytes}",
+                "subs {r}, {r}, #1",
+                "b.ne 3b",
+                "add {plane}, {plane}, {plane_bytes}",
+                "subs {planes}, {planes}, #1",
+                "b.ne 2b",
+                planes = inout(reg) planes => _,
+                plane = inout(reg) dst.as_mut_ptr() => _,
+                s = inout(reg) src.as_ptr() => _,
+                rows = in(reg) rows,
+                row_bytes = in(reg) 8 * row_stride,
+                plane_bytes = in(reg) 8 * plane_stride,
+                row = out(reg) _,
+                r = out(reg) _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+                options(nostack)
+            );
         }
     }
 
-    #[inline]
     pub fn affine_u32(values: &[u32], base: u32, scale: u32, out: &mut [u32]) {
         let whole = values.len() / 4 * 4;
         if whole > 0 {
@@ -846,6 +889,7 @@ mod platform {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod platform {
+    pub use super::add_rows_i64_scalar as add_rows_i64;
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
@@ -854,9 +898,6 @@ mod platform {
     pub use super::transpose_i16_scalar as transpose_i16;
     pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
 
-    pub fn add_i64_array<const N: usize>(dst: &mut [i64; N], src: &[i64; N]) {
-        super::add_i64_scalar(dst, src)
-    }
     pub use super::{add_i64_scalar as add_i64, axpy_i16_scalar as axpy_i16, dot_i16_scalar as dot_i16};
 
     pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
@@ -1041,6 +1082,29 @@ mod tests {
         }
     }
 
+    /// [`add_rows_i64`] against its definition for the regions' width six and others, with
+    /// several row and plane counts and strides, up to the destination's last value.
+    #[test]
+    fn add_rows_matches_the_definition() {
+        let mut rng = Rng::new(21);
+        for width in [1, 5, 6, 7] {
+            for rows in 1..4 {
+                for planes in 1..4 {
+                    let (row_stride, plane_stride) = (width + 3, (width + 3) * (rows + 1));
+                    let src: [i64; 84] = core::array::from_fn(|_| rng.next_u64() as i64 >> 8);
+                    let reach = (planes - 1) * plane_stride + (rows - 1) * row_stride + width;
+                    let start: [i64; 200] = core::array::from_fn(|_| rng.next_u64() as i64 >> 8);
+                    let (mut fast, mut want) = (start, start);
+                    let n = width * rows * planes;
+                    let strides = (row_stride, plane_stride);
+                    add_rows_i64(&mut fast[..reach], strides, &src[..n], (width, rows, planes));
+                    add_rows_i64_scalar(&mut want[..reach], strides, &src[..n], (width, rows, planes));
+                    assert_eq!(fast, want, "width {width}, {rows} rows, {planes} planes");
+                }
+            }
+        }
+    }
+
     #[test]
     fn add_matches_scalar_at_every_length() {
         let mut rng = Rng::new(9);
@@ -1049,13 +1113,6 @@ mod tests {
             let start: [i64; 20] = core::array::from_fn(|_| rng.next_u64() as i64);
             let (mut fast, mut scalar) = (start, start);
             add_i64(&mut fast[..n], &src[..n]);
-            if n == 5 {
-                let (mut array, five) = (start, <&[i64; 5]>::try_from(&src[..5]).unwrap());
-                add_i64_array::<5>((&mut array[..5]).try_into().unwrap(), five);
-                let mut want = start;
-                add_i64_scalar(&mut want[..5], &src[..5]);
-                assert_eq!(array, want, "the fixed-length add");
-            }
             add_i64_scalar(&mut scalar[..n], &src[..n]);
             assert_eq!(fast, scalar, "length {n}");
             assert_eq!(fast[n..], start[n..], "length {n} wrote past the end");
