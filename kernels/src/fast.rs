@@ -350,7 +350,8 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
     }
     if let Some(co) = (conv.out_ch % 2 == 1).then(|| conv.out_ch - 1) {
         let filter = &weights[co * k_len..][..k_len];
-        gather_axpy(outputs.into_remainder(), Write::Set, c.patches_t, c.row_offsets, filter, ends(co));
+        let rows = (&*c.row_offsets, positions);
+        gather_axpy_strided(outputs.into_remainder(), Write::Set, c.patches_t, rows, filter, ends(co));
     }
     let biases = s.biases(w.master);
     let argmax = &mut c.argmax[slot * c.pooled.len()..][..c.pooled.len()];
@@ -427,14 +428,6 @@ fn first_tie_in_flat_tail(top: &[i16], bottom: &[i16], x: usize, largest: i16) -
 /// widest is 14).
 const MAX_POOLED_WIDTH: usize = 64;
 
-/// Deltas of a convolution block from the gradient at its pooled output, one per pooling window:
-/// `tanh'(y) * g` at the window's winner (as the definition's tanh backward of the routed
-/// gradient). Every other position's delta is zero, so none is stored: the weight and input
-/// gradients read the winners' deltas beside their `argmax` positions.
-fn pooled_tanh_backward(grad_pooled: &[i64], grad_frac: u32, pooled: &[i16], window_delta: &mut [i16]) {
-    pool::tanh_backward_all(grad_pooled, grad_frac, pooled, window_delta);
-}
-
 /// `pre = W x + b` for one sample: the rows of `W^T` (`outputs` values apart) scaled by the
 /// inputs, every input a term (a zero input adds nothing; tanh outputs are rarely exactly zero, and
 /// a fixed stride lets each row load move on without an offset), chunk ends into `ends`.
@@ -500,8 +493,11 @@ fn conv_backward(
     let conv = &block.conv;
     let pooled = c.pooled.len();
     let t = span(Slot::Layer(layer, Phase::InputGradient));
+    // The deltas, one per pooling window: `tanh'(y) * g` at the window's winner (the definition's
+    // tanh backward of the routed gradient). Every other position's delta is zero, so none is
+    // stored: the weight and input gradients read the winners' deltas beside their `argmax`.
     let window_delta = &mut c.window_delta[slot * pooled..][..pooled];
-    pooled_tanh_backward(c.grad_pooled, grad_frac, c.pooled, window_delta);
+    pool::tanh_backward_all(c.grad_pooled, grad_frac, c.pooled, window_delta);
     let t = t.then(Slot::Layer(layer, Phase::WeightGradient));
     // The weight gradient's rows are the im2col matrix itself (`patches[p][k]`, one row per output
     // position): the transpose of the forward pass's `patches_t`, moved in 8 x 8 blocks, and only
@@ -592,7 +588,7 @@ fn embed_filters(weights: &[i16], embedded: &mut [i16]) {
 }
 
 /// The input gradient, one pooling window at a time. Max-pooling left each output channel one
-/// delta per window (at its winner, [`pooled_tanh_backward`]), so a window's deltas, times their
+/// delta per window (at its winner, [`conv_backward`]), so a window's deltas, times their
 /// filters moved to their positions ([`embed_filters`]), give its whole input region in one product of
 /// `REGION_SIDE^2 * in_ch` columns; the regions of neighbouring windows overlap and are added.
 /// Exact integer sums in another order: the same values as patch by patch.

@@ -84,10 +84,7 @@ pub fn gather_axpy_strided_at(
     debug_assert!(offsets.iter().enumerate().all(|(t, &o)| o as usize == t * stride), "rows {stride} apart");
     #[cfg(target_arch = "aarch64")]
     if level != Level::Scalar && level::supported(level) {
-        check_terms(coeffs, offsets, ends);
-        let reach = offsets.len().checked_sub(1).map_or(0, |last| last * stride + out.len());
-        assert!(reach <= rows.len(), "a term's row reaches past the matrix");
-        let slack = rows.len() - reach;
+        let slack = check_strided(out.len(), rows, (offsets, stride), coeffs, ends);
         return platform::gather_axpy(level, out, write, rows, (offsets, Some(stride)), slack, coeffs, ends);
     }
     gather_axpy_at(level, out, write, rows, offsets, coeffs, ends)
@@ -177,10 +174,8 @@ pub fn gather_axpy2_strided_at(
     if level != Level::Scalar && level::supported(level) {
         let [first, second] = outs;
         assert_eq!(first.len(), second.len(), "both outputs have the same columns");
-        check_terms(coeffs[0], offsets, ends);
-        check_terms(coeffs[1], offsets, ends);
-        let reach = offsets.len().checked_sub(1).map_or(0, |last| last * stride + first.len());
-        assert!(reach <= rows.len(), "a term's row reaches past the matrix");
+        let _slack = check_strided(first.len(), rows, (offsets, stride), coeffs[0], ends);
+        check_terms(coeffs[1], offsets, ends); // the same rows: their reach is checked once
         return platform::gather_axpy2([first, second], write, rows, offsets, Some(stride), coeffs, ends);
     }
     gather_axpy2_at(level, outs, write, rows, offsets, coeffs, ends)
@@ -211,6 +206,23 @@ fn scalar_columns(
 /// Returns the slack: how many values of `rows` lie past the last column of the furthest row.
 fn check(columns: usize, rows: &[i16], offsets: &[u32], coeffs: &[i16], ends: &[u32]) -> usize {
     let last = super::max_u32(offsets).map_or(0, |o| o as usize + columns);
+    assert!(last <= rows.len(), "a term's row reaches past the matrix");
+    check_terms(coeffs, offsets, ends);
+    rows.len() - last
+}
+
+/// [`check`] for rows `stride` values apart (`offsets[t] == t * stride`, which the strided entry
+/// points assert in debug builds): the furthest row is the last term's, so the reach needs no pass
+/// over the offsets.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // only the NEON path reads rows by stride
+fn check_strided(
+    columns: usize,
+    rows: &[i16],
+    (offsets, stride): (&[u32], usize),
+    coeffs: &[i16],
+    ends: &[u32],
+) -> usize {
+    let last = offsets.len().checked_sub(1).map_or(0, |last| last * stride + columns);
     assert!(last <= rows.len(), "a term's row reaches past the matrix");
     check_terms(coeffs, offsets, ends);
     rows.len() - last
@@ -277,7 +289,13 @@ mod platform {
         // coefficients loaded together lie below the chunk's end.
         while first + 32 <= out.len() {
             unsafe {
-                tile::<4>(out.as_mut_ptr().add(first), write, term_rows.from_column(first), coeffs, ends)
+                tile::<4>(
+                    out.as_mut_ptr().add(first),
+                    write,
+                    term_rows.starting_at_column(first),
+                    coeffs,
+                    ends,
+                )
             };
             first += 32;
         }
@@ -289,7 +307,9 @@ mod platform {
             let mut last = [0i64; 32];
             // SAFETY: as above, for columns `first..first + 32` of every row, which the slack
             // keeps inside `rows`; `last` holds 32 values.
-            unsafe { tile::<4>(last.as_mut_ptr(), Write::Set, term_rows.from_column(first), coeffs, ends) };
+            unsafe {
+                tile::<4>(last.as_mut_ptr(), Write::Set, term_rows.starting_at_column(first), coeffs, ends)
+            };
             match write {
                 Write::Set => out[first..].copy_from_slice(&last[..rest]),
                 Write::Add => super::super::add_i64(&mut out[first..], &last[..rest]),
@@ -298,7 +318,13 @@ mod platform {
         }
         while first + 8 <= out.len() {
             unsafe {
-                tile::<1>(out.as_mut_ptr().add(first), write, term_rows.from_column(first), coeffs, ends)
+                tile::<1>(
+                    out.as_mut_ptr().add(first),
+                    write,
+                    term_rows.starting_at_column(first),
+                    coeffs,
+                    ends,
+                )
             };
             first += 8;
         }
@@ -315,7 +341,9 @@ mod platform {
         let start = out.len() - 8;
         let mut last = [0i64; 8];
         // SAFETY: as above, for columns `start..start + 8 == out.len()`; `last` holds 8 values.
-        unsafe { tile::<1>(last.as_mut_ptr(), Write::Set, term_rows.from_column(start), coeffs, ends) };
+        unsafe {
+            tile::<1>(last.as_mut_ptr(), Write::Set, term_rows.starting_at_column(start), coeffs, ends)
+        };
         let new = &last[first - start..];
         match write {
             Write::Set => out[first..].copy_from_slice(new),
@@ -326,7 +354,7 @@ mod platform {
     /// Where a tile finds each term's row, loaded in term order (`t` = 0, 1, 2, ...).
     trait TermRows: Copy {
         /// These rows from column `first` on. SAFETY (caller): the columns are inside the rows.
-        unsafe fn from_column(self, first: usize) -> Self;
+        unsafe fn starting_at_column(self, first: usize) -> Self;
         /// The `8 * V` values of term `t`'s row. SAFETY (caller): the row is readable (`check`,
         /// or the stride's reach).
         /// `ODD` picks the second set of registers for the four-register loads, so that
@@ -344,17 +372,12 @@ mod platform {
 
     impl TermRows for ByOffset<'_> {
         #[inline(always)]
-        unsafe fn from_column(self, first: usize) -> Self {
+        unsafe fn starting_at_column(self, first: usize) -> Self {
             ByOffset { rows: self.rows.add(first), ..self }
         }
         #[inline(always)]
         unsafe fn load<const V: usize, const ODD: bool>(&mut self, t: usize) -> [int16x8_t; 4] {
-            let row = self.rows.add(*self.offsets.get_unchecked(t) as usize);
-            if V == 4 {
-                load_i16x32::<ODD>(row)
-            } else {
-                load_row::<V>(row)
-            }
+            load_row::<V, ODD>(self.rows.add(*self.offsets.get_unchecked(t) as usize))
         }
     }
 
@@ -367,7 +390,7 @@ mod platform {
 
     impl TermRows for ByStride {
         #[inline(always)]
-        unsafe fn from_column(self, first: usize) -> Self {
+        unsafe fn starting_at_column(self, first: usize) -> Self {
             ByStride { next: self.next.add(first), ..self }
         }
         #[inline(always)]
@@ -390,15 +413,10 @@ mod platform {
                 let term_rows = ByStride { next: rows.as_ptr(), stride_bytes: 2 * stride };
                 pair_tiles(outs, write, rows, offsets, term_rows, coeffs, ends)
             }
-            None => pair_tiles(
-                outs,
-                write,
-                rows,
-                offsets,
-                ByOffset { rows: rows.as_ptr(), offsets },
-                coeffs,
-                ends,
-            ),
+            None => {
+                let term_rows = ByOffset { rows: rows.as_ptr(), offsets };
+                pair_tiles(outs, write, rows, offsets, term_rows, coeffs, ends)
+            }
         }
     }
 
@@ -426,17 +444,17 @@ mod platform {
         let in_memory = ends.len() == 1 || (ends.len() <= 4 && offsets.len() >= 24 * ends.len());
         while in_memory && first + 32 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2_in_memory::<4>(outs, write, term_rows.from_column(first), coeffs, ends) };
+            unsafe { tile2_in_memory::<4>(outs, write, term_rows.starting_at_column(first), coeffs, ends) };
             first += 32;
         }
         while first + 16 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2::<2>(outs, write, term_rows.from_column(first), coeffs, ends) };
+            unsafe { tile2::<2>(outs, write, term_rows.starting_at_column(first), coeffs, ends) };
             first += 16;
         }
         while first + 8 <= columns {
             let outs = unsafe { [a.as_mut_ptr().add(first), b.as_mut_ptr().add(first)] };
-            unsafe { tile2::<1>(outs, write, term_rows.from_column(first), coeffs, ends) };
+            unsafe { tile2::<1>(outs, write, term_rows.starting_at_column(first), coeffs, ends) };
             first += 8;
         }
         if first == columns {
@@ -451,7 +469,7 @@ mod platform {
         let mut last = [[0i64; 8]; 2];
         let outs = [last[0].as_mut_ptr(), last[1].as_mut_ptr()];
         // SAFETY: as above, for columns `start..columns`; each buffer holds 8 values.
-        unsafe { tile2::<1>(outs, Write::Set, term_rows.from_column(start), coeffs, ends) };
+        unsafe { tile2::<1>(outs, Write::Set, term_rows.starting_at_column(start), coeffs, ends) };
         for (out, last) in [a, b].into_iter().zip(&last) {
             let new = &last[first - start..];
             match write {
@@ -588,10 +606,9 @@ mod platform {
                 }
                 t += 1;
             }
-            for f in 0..2 {
-                for i in 0..2 * V {
-                    let (low, high) = (outs[f].add(4 * i), outs[f].add(4 * i + 2));
-                    let lane = lanes[f][i];
+            for (out, filter_lanes) in outs.iter().zip(&lanes) {
+                for (i, &lane) in filter_lanes.iter().take(2 * V).enumerate() {
+                    let (low, high) = (out.add(4 * i), out.add(4 * i + 2));
                     if fresh {
                         store_i64x2(low, vmovl_s32(vget_low_s32(lane)));
                         store_i64x2(high, vmovl_high_s32(lane));
@@ -604,9 +621,9 @@ mod platform {
             fresh = false;
         }
         if fresh {
-            for f in 0..2 {
+            for out in outs {
                 for i in 0..4 * V {
-                    store_i64x2(outs[f].add(2 * i), vdupq_n_s64(0));
+                    store_i64x2(out.add(2 * i), vdupq_n_s64(0));
                 }
             }
         }
@@ -718,11 +735,12 @@ mod platform {
         }
     }
 
-    /// The `8 * V` values of one row at `row`. SAFETY (caller): they are readable.
+    /// The `8 * V` values of one row at `row` (`ODD`: see [`TermRows::load`]). SAFETY (caller):
+    /// they are readable.
     #[inline(always)]
-    unsafe fn load_row<const V: usize>(row: *const i16) -> [int16x8_t; 4] {
+    unsafe fn load_row<const V: usize, const ODD: bool>(row: *const i16) -> [int16x8_t; 4] {
         if V == 4 {
-            load_i16x32::<false>(row)
+            load_i16x32::<ODD>(row)
         } else if V == 2 {
             let [a, b] = load_i16x16(row);
             [a, b, a, b]

@@ -69,11 +69,13 @@ impl SplitStep {
     }
 }
 
-/// The step `m = saturate(m')`, `w = saturate(w + m)` for every parameter, if every gradient sum
-/// is below [`GRAD_LIMIT`] in magnitude; returns `false`, having changed nothing, otherwise.
+/// The step `m = saturate(m')`, `w = saturate(w + m)` for every parameter, if this platform has
+/// the vector path and every gradient sum is below [`GRAD_LIMIT`] in magnitude; returns `false`,
+/// having changed nothing, otherwise (the caller's 128-bit path then runs, as it does on every
+/// platform without the vector path: the pieces only pay where lanes take them).
 pub fn sgd_step_split(step: &SplitStep, params: &mut [i32], momentum: &mut [i32], grads: &[i64]) -> bool {
     assert!(params.len() == momentum.len() && params.len() == grads.len());
-    if !all_magnitudes_below(grads, GRAD_LIMIT) {
+    if !platform::VECTOR || !all_magnitudes_below(grads, GRAD_LIMIT) {
         return false;
     }
     let done = platform::step(step, params, momentum, grads);
@@ -97,10 +99,11 @@ pub fn sgd_step_split_scalar(step: &SplitStep, params: &mut [i32], momentum: &mu
 
 #[cfg(not(target_arch = "aarch64"))]
 mod platform {
+    /// No vector path here: [`super::sgd_step_split`] refuses before it would use [`step`].
+    pub const VECTOR: bool = false;
     pub fn all_below(grads: &[i64], limit: i64) -> bool {
         grads.iter().all(|g| g.unsigned_abs() < limit as u64)
     }
-    /// No vector path here: every parameter is left to the scalar code.
     pub fn step(_: &super::SplitStep, _: &mut [i32], _: &mut [i32], _: &[i64]) -> usize {
         0
     }
@@ -109,6 +112,9 @@ mod platform {
 #[cfg(target_arch = "aarch64")]
 mod platform {
     use core::arch::asm;
+
+    /// NEON: four parameters per loop trip.
+    pub const VECTOR: bool = true;
 
     pub fn all_below(grads: &[i64], limit: i64) -> bool {
         let whole = grads.len() / 4 * 4;
@@ -242,8 +248,9 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// The split arithmetic is the 128-bit formula, at the bounds' edges and for random values,
-    /// and the vector path is the scalar one at every length up to 40.
+    /// The split arithmetic is the 128-bit formula, at the bounds' edges and for random values, in
+    /// the vector path (aarch64, at every length up to 40, its tails in the scalar one) and in the
+    /// scalar definition elsewhere.
     #[test]
     fn split_step_is_the_wide_formula() {
         let mut rng = Rng::new(17);
@@ -274,7 +281,11 @@ mod tests {
                     pick(&mut rng, &edges_g, (i + len) % 40, 50).clamp(-GRAD_LIMIT + 1, GRAD_LIMIT - 1)
                 });
                 let (mut w_fast, mut m_fast) = (w, m);
-                assert!(sgd_step_split(&step, &mut w_fast[..len], &mut m_fast[..len], &g[..len]));
+                let vector = sgd_step_split(&step, &mut w_fast[..len], &mut m_fast[..len], &g[..len]);
+                assert_eq!(vector, cfg!(target_arch = "aarch64"), "the vector path exactly where it exists");
+                if !vector {
+                    sgd_step_split_scalar(&step, &mut w_fast[..len], &mut m_fast[..len], &g[..len]);
+                }
                 for i in 0..len {
                     let n = mc as i128 * m[i] as i128 - dc as i128 * w[i] as i128 - rc as i128 * g[i] as i128
                         + half as i128;
