@@ -47,10 +47,10 @@ pub fn copy_i16(dst: &mut [i16], src: &[i16]) {
 }
 
 /// `dst`'s rows of `width` values from rows `stride` apart in `src`: row `r` of `dst` is
-/// `src[r * stride..][..width]` (a window of an image, the rows of im2col). aarch64 moves eight
-/// values per `ld1`/`st1` pair with one loop over all rows, where a [`copy_i16`] call per row spent
-/// more on the call than on the copy for the second convolution's rows of eight; rows of exactly
-/// 8 or 24 values (MxLenet's two convolutions) take one `ld1`/`st1` pair each.
+/// `src[r * stride..][..width]` (a window of an image, the rows of im2col). aarch64 moves
+/// a row of up to 32 values with one `ld1`/`st1` pair of whole registers (a row of 10 as 16, the
+/// next row overwriting the six extra), where a [`copy_i16`] call per row spent more on the call
+/// than on the copy.
 pub fn copy_rows_i16(dst: &mut [i16], src: &[i16], stride: usize, width: usize) {
     assert!(width > 0 && dst.len().is_multiple_of(width), "whole rows of {width}");
     let rows = dst.len() / width;
@@ -373,7 +373,16 @@ mod platform {
     }
 
     pub fn copy_rows_i16(dst: &mut [i16], src: &[i16], stride: usize, width: usize) {
-        if !width.is_multiple_of(4) {
+        let rows = dst.len() / width;
+        // Each row moves as `regs` whole registers of eight values: `spill` values past its end,
+        // read from past its source row and written over the start of the next row, which is
+        // written after it. Every row but the last may spill where the spill stays inside both
+        // slices: row `r < rows - 1` ends its reads by `r * stride + 8 * regs <= (rows - 1) *
+        // stride + width` (the source's asserted reach) when `spill <= stride`, and its writes by
+        // `(rows - 2) * width + 8 * regs <= rows * width` when `spill <= width`.
+        let regs = width.div_ceil(8);
+        let spill = 8 * regs - width;
+        if rows == 0 || regs > 4 || spill > width.min(stride) {
             // Rows of any width, one `copy_i16` each (the definition's `copy_from_slice` is a
             // `memcpy` call moving a halfword at a time on the strict-align target).
             for (r, row) in dst.chunks_exact_mut(width).enumerate() {
@@ -381,88 +390,43 @@ mod platform {
             }
             return;
         }
-        if width == 24 {
-            // SAFETY: as below, for rows of exactly 24 values: each trip moves one row with one
-            // three-register `ld1` (post-incremented by the stride; consecutive registers, hence
-            // the named ones) and one `st1`.
-            unsafe {
-                core::arch::asm!(
-                    "cbz {rows}, 3f",
-                    "2:",
-                    "ld1 {{v16.8h, v17.8h, v18.8h}}, [{s}], {stride_bytes}",
-                    "st1 {{v16.8h, v17.8h, v18.8h}}, [{d}], #48",
-                    "subs {rows}, {rows}, #1",
-                    "b.ne 2b",
-                    "3:",
-                    rows = inout(reg) dst.len() / 24 => _,
-                    s = inout(reg) src.as_ptr() => _,
-                    d = inout(reg) dst.as_mut_ptr() => _,
-                    stride_bytes = in(reg) 2 * stride,
-                    out("v16") _, out("v17") _, out("v18") _,
-                    options(nostack)
-                );
-            }
-            return;
+        let spilling = if spill == 0 { rows } else { rows - 1 };
+        macro_rules! rows_of {
+            ($registers:literal) => {
+                // SAFETY: `spilling` rows, each one `ld1` of `8 * regs` values at `r * stride`
+                // (post-incremented by the stride) and one `st1` at `r * width` (post-incremented
+                // by the width): inside `src` and `dst` by the bounds above; `ld1`/`st1` need
+                // only 2-byte alignment. The registers are named because a multi-register `ld1`
+                // takes consecutive ones.
+                unsafe {
+                    core::arch::asm!(
+                        "cbz {rows}, 3f",
+                        "2:",
+                        concat!("ld1 {{", $registers, "}}, [{s}], {stride_bytes}"),
+                        concat!("st1 {{", $registers, "}}, [{d}], {width_bytes}"),
+                        "subs {rows}, {rows}, #1",
+                        "b.ne 2b",
+                        "3:",
+                        rows = inout(reg) spilling => _,
+                        s = inout(reg) src.as_ptr() => _,
+                        d = inout(reg) dst.as_mut_ptr() => _,
+                        stride_bytes = in(reg) 2 * stride,
+                        width_bytes = in(reg) 2 * width,
+                        out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                        options(nostack)
+                    )
+                }
+            };
         }
-        if width == 8 {
-            // SAFETY: as below, for rows of exactly eight values: each trip moves one row with one
-            // `ld1` (post-incremented by the stride) and one `st1`.
-            unsafe {
-                core::arch::asm!(
-                    "cbz {rows}, 3f",
-                    "2:",
-                    "ld1 {{{v:v}.8h}}, [{s}], {stride_bytes}",
-                    "st1 {{{v:v}.8h}}, [{d}], #16",
-                    "subs {rows}, {rows}, #1",
-                    "b.ne 2b",
-                    "3:",
-                    rows = inout(reg) dst.len() / 8 => _,
-                    s = inout(reg) src.as_ptr() => _,
-                    d = inout(reg) dst.as_mut_ptr() => _,
-                    stride_bytes = in(reg) 2 * stride,
-                    v = out(vreg) _,
-                    options(nostack)
-                );
-            }
-            return;
+        match regs {
+            1 => rows_of!("v16.8h"),
+            2 => rows_of!("v16.8h, v17.8h"),
+            3 => rows_of!("v16.8h, v17.8h, v18.8h"),
+            _ => rows_of!("v16.8h, v17.8h, v18.8h, v19.8h"),
         }
-        // SAFETY: the caller asserted that `dst` holds whole rows of `width` values and that
-        // every row `r * stride..r * stride + width` lies inside `src`; each trip of the outer
-        // loop moves one row, eight then four values at a time (`width` is a multiple of four),
-        // and moves the source to the next row (`stride` values on from the row's start);
-        // `ld1`/`st1` need only 2-byte alignment.
-        unsafe {
-            core::arch::asm!(
-                "cbz {rows}, 5f",
-                "2:",
-                "mov {n}, {width}",
-                "mov {s}, {row}",
-                "3:",
-                "cmp {n}, #8",
-                "b.lo 4f",
-                "ld1 {{{v:v}.8h}}, [{s}], #16",
-                "st1 {{{v:v}.8h}}, [{d}], #16",
-                "sub {n}, {n}, #8",
-                "b 3b",
-                "4:",
-                "cbz {n}, 6f",
-                "ld1 {{{v:v}.4h}}, [{s}]",
-                "st1 {{{v:v}.4h}}, [{d}], #8",
-                "6:",
-                "add {row}, {row}, {stride_bytes}",
-                "subs {rows}, {rows}, #1",
-                "b.ne 2b",
-                "5:",
-                rows = inout(reg) dst.len() / width => _,
-                row = inout(reg) src.as_ptr() => _,
-                d = inout(reg) dst.as_mut_ptr() => _,
-                width = in(reg) width,
-                stride_bytes = in(reg) 2 * stride,
-                n = out(reg) _,
-                s = out(reg) _,
-                v = out(vreg) _,
-                options(nostack)
-            );
+        if spilling < rows {
+            let last = rows - 1;
+            copy_i16(&mut dst[last * width..], &src[last * stride..][..width]);
         }
     }
 
@@ -960,15 +924,16 @@ mod tests {
         }
     }
 
-    /// [`copy_rows_i16`] against its definition for widths 1..=26 (multiples of four and eight
-    /// take the vector path), several rows and strides, up to the source's last value.
+    /// [`copy_rows_i16`] against its definition for widths 1..=40 (up to 32 take whole registers,
+    /// spilling into the next row), several rows and strides, up to the source's last value;
+    /// nothing past the destination is written.
     #[test]
     fn copy_rows_matches_the_definition() {
         let src: [i16; 400] = core::array::from_fn(|i| i as i16 * 7 - 1000);
-        for width in 1..=26 {
-            for rows in 0..6 {
-                for stride in [width, width + 3, 28] {
-                    let (mut fast, mut want) = ([0i16; 160], [0i16; 160]);
+        for width in 1..=40 {
+            for rows in 0..8 {
+                for stride in [width, width + 3, width + 7, 44] {
+                    let (mut fast, mut want) = ([0i16; 330], [0i16; 330]);
                     let n = rows * width;
                     let offset = if rows > 0 { 400 - ((rows - 1) * stride + width) } else { 0 };
                     copy_rows_i16(&mut fast[..n], &src[offset..], stride, width);
