@@ -174,8 +174,9 @@ pub fn max_u32_scalar(values: &[u32]) -> Option<u32> {
 /// `to[i * rows + j] = from[j * columns + i]`: the transpose of a row-major matrix of `columns`
 /// columns (the dense layers' `W^T`, once per call). aarch64 moves 8 x 8 blocks through NEON
 /// registers (`trn1`/`trn2` at 16, 32 and 64 bits: 40 instructions per 64 values, where the scalar
-/// loop takes about ten per value on the strict-align target); the ragged edges and other
-/// platforms use [`transpose_i16_scalar`].
+/// loop takes about ten per value on the strict-align target), and the ragged edges eight values
+/// at a time by lane loads or stores (the convolutions' patch matrices have 25, 150 or 500 rows);
+/// only the corner and other platforms use [`transpose_i16_scalar`].
 pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
     assert!(columns > 0 && from.len().is_multiple_of(columns), "transpose of a ragged matrix");
     assert_eq!(from.len(), to.len(), "transpose into a buffer of another size");
@@ -763,8 +764,62 @@ mod platform {
                 }
             }
         }
-        super::transpose_rect(from, columns, to, 0..full_rows, full_cols..columns);
-        super::transpose_rect(from, columns, to, full_rows..rows, 0..columns);
+        // The last columns (fewer than eight) of the whole blocks' rows: each column gathered
+        // eight rows at a time into one register by lane loads, stored as eight values of a row
+        // of `to`.
+        for i in full_cols..columns {
+            for j0 in (0..full_rows).step_by(B) {
+                // SAFETY: reads `from[(j0 + l) * columns + i]` for the eight `l`, inside `from`
+                // (j0 + 8 <= full_rows <= rows, i < columns); writes `to[i * rows + j0..][..8]`,
+                // inside `to` (it holds columns * rows values); 2-byte alignment suffices.
+                unsafe {
+                    core::arch::asm!(
+                        "ld1 {{{v:v}.h}}[0], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[1], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[2], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[3], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[4], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[5], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[6], [{s}], {ss}",
+                        "ld1 {{{v:v}.h}}[7], [{s}], {ss}",
+                        "st1 {{{v:v}.8h}}, [{d}]",
+                        s = inout(reg) from.as_ptr().add(j0 * columns + i) => _,
+                        ss = in(reg) columns * 2,
+                        d = in(reg) to.as_mut_ptr().add(i * rows + j0),
+                        v = out(vreg) _,
+                        options(nostack)
+                    );
+                }
+            }
+        }
+        // The last rows (fewer than eight) of whole column blocks: eight values of a row loaded
+        // at once, each stored into its row of `to` by a lane store.
+        for j in full_rows..rows {
+            for i0 in (0..full_cols).step_by(B) {
+                // SAFETY: reads `from[j * columns + i0..][..8]` (j < rows, i0 + 8 <= columns),
+                // writes `to[(i0 + l) * rows + j]` for the eight `l` (i0 + 8 <= columns): inside
+                // both slices; 2-byte alignment suffices.
+                unsafe {
+                    core::arch::asm!(
+                        "ld1 {{{v:v}.8h}}, [{s}]",
+                        "st1 {{{v:v}.h}}[0], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[1], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[2], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[3], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[4], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[5], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[6], [{d}], {ds}",
+                        "st1 {{{v:v}.h}}[7], [{d}], {ds}",
+                        s = in(reg) from.as_ptr().add(j * columns + i0),
+                        d = inout(reg) to.as_mut_ptr().add(i0 * rows + j) => _,
+                        ds = in(reg) rows * 2,
+                        v = out(vreg) _,
+                        options(nostack)
+                    );
+                }
+            }
+        }
+        super::transpose_rect(from, columns, to, full_rows..rows, full_cols..columns);
     }
 
     pub fn round_to_i16(from: &[i32], shift: u32, to: &mut [i16]) {
