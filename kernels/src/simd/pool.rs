@@ -387,77 +387,100 @@ mod platform {
         }
         let mut done = eights;
         if windows - done >= 4 {
-            // SAFETY: as above, for the four windows from `done`, which lie inside the slices: one
-            // trip of the loop above in half registers.
-            let four_outside: u64;
-            unsafe {
-                asm!(
-                    "ld2 {{v16.4h, v17.4h}}, [{t}]",
-                    "ld2 {{v18.4h, v19.4h}}, [{b}]",
-                    "smax v20.4h, v16.4h, v17.4h",
-                    "smax v21.4h, v18.4h, v19.4h",
-                    "smax v20.4h, v20.4h, v21.4h",
-                    "cmeq v16.4h, v16.4h, v20.4h",
-                    "cmeq v17.4h, v17.4h, v20.4h",
-                    "cmeq v18.4h, v18.4h, v20.4h",
-                    "movi v21.4h, #3",
-                    "movi v22.4h, #2",
-                    "bit v21.8b, v22.8b, v18.8b",
-                    "movi v28.4h, #1",
-                    "bit v21.8b, v28.8b, v17.8b",
-                    "bic v21.8b, v21.8b, v16.8b",
-                    "and v22.8b, v21.8b, v28.8b",
-                    "ushr v21.4h, v21.4h, #1",
-                    "dup v7.4h, {width:w}",
-                    "mla v22.4h, v21.4h, v7.4h",
-                    "uxtl v24.4s, v22.4h",
-                    "ld1 {{v4.4s}}, [{steps}]",
-                    "dup v6.4s, {corner:w}",
-                    "add v4.4s, v4.4s, v6.4s",
-                    "add v24.4s, v24.4s, v4.4s",
-                    "dup v30.4h, {lo:w}",
-                    "dup v31.4h, {hi:w}",
-                    "cmgt v16.4h, v20.4h, v31.4h",
-                    "cmgt v17.4h, v30.4h, v20.4h",
-                    "orr v16.8b, v16.8b, v17.8b",
-                    "st1 {{v20.4h}}, [{m}]",
-                    "st1 {{v24.4s}}, [{a}]",
-                    "umaxv h16, v16.4h",
-                    "umov {outside:w}, v16.h[0]",
-                    t = in(reg) top.as_ptr().add(2 * done),
-                    b = in(reg) bottom.as_ptr().add(2 * done),
-                    m = in(reg) largest.as_mut_ptr().add(done),
-                    a = in(reg) at.as_mut_ptr().add(done),
-                    steps = in(reg) LANE_STEPS.as_ptr(),
-                    corner = in(reg) corner + 2 * done as u32,
-                    width = in(reg) width,
-                    lo = in(reg) range.0 as i32,
-                    hi = in(reg) range.1 as i32,
-                    outside = out(reg) four_outside,
-                    out("v4") _, out("v6") _, out("v7") _, out("v16") _, out("v17") _,
-                    out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _,
-                    out("v24") _, out("v28") _, out("v30") _, out("v31") _,
-                    options(nostack)
-                );
-            }
-            outside |= four_outside;
+            outside |= four_windows(top, bottom, corner, width, range, largest, at, done);
             done += 4;
+        }
+        if done < windows && windows >= 4 {
+            // The last one to three windows as the last four: the ones before them are computed
+            // again, to the same values.
+            outside |= four_windows(top, bottom, corner, width, range, largest, at, windows - 4);
+            done = windows;
         }
         if done == windows {
             return outside != 0;
         }
-        let eights = done;
-        let rest = 2 * eights..;
+        let rest = 2 * done..;
         let rest_outside = super::window_max_scalar(
             &top[rest.clone()],
             &bottom[rest],
-            corner + 2 * eights as u32,
+            corner + 2 * done as u32,
             width,
             range,
-            &mut largest[eights..],
-            &mut at[eights..],
+            &mut largest[done..],
+            &mut at[done..],
         );
         outside != 0 || rest_outside
+    }
+
+    /// The loop of [`window_max`] once, in half registers, for the four windows from `first`
+    /// (`first + 4 <= largest.len()`): nonzero if one is outside the range.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn four_windows(
+        top: &[i16],
+        bottom: &[i16],
+        corner: u32,
+        width: u32,
+        range: (i16, i16),
+        largest: &mut [i16],
+        at: &mut [u32],
+        first: usize,
+    ) -> u64 {
+        assert!(first + 4 <= largest.len());
+        // SAFETY: as in the loop of [`window_max`], for the four windows from `first`, which lie
+        // inside the slices (asserted here, and by [`window_max`]'s caller for their lengths).
+        let outside: u64;
+        unsafe {
+            asm!(
+                "ld2 {{v16.4h, v17.4h}}, [{t}]",
+                "ld2 {{v18.4h, v19.4h}}, [{b}]",
+                "smax v20.4h, v16.4h, v17.4h",
+                "smax v21.4h, v18.4h, v19.4h",
+                "smax v20.4h, v20.4h, v21.4h",
+                "cmeq v16.4h, v16.4h, v20.4h",
+                "cmeq v17.4h, v17.4h, v20.4h",
+                "cmeq v18.4h, v18.4h, v20.4h",
+                "movi v21.4h, #3",
+                "movi v22.4h, #2",
+                "bit v21.8b, v22.8b, v18.8b",
+                "movi v28.4h, #1",
+                "bit v21.8b, v28.8b, v17.8b",
+                "bic v21.8b, v21.8b, v16.8b",
+                "and v22.8b, v21.8b, v28.8b",
+                "ushr v21.4h, v21.4h, #1",
+                "dup v7.4h, {width:w}",
+                "mla v22.4h, v21.4h, v7.4h",
+                "uxtl v24.4s, v22.4h",
+                "ld1 {{v4.4s}}, [{steps}]",
+                "dup v6.4s, {corner:w}",
+                "add v4.4s, v4.4s, v6.4s",
+                "add v24.4s, v24.4s, v4.4s",
+                "dup v30.4h, {lo:w}",
+                "dup v31.4h, {hi:w}",
+                "cmgt v16.4h, v20.4h, v31.4h",
+                "cmgt v17.4h, v30.4h, v20.4h",
+                "orr v16.8b, v16.8b, v17.8b",
+                "st1 {{v20.4h}}, [{m}]",
+                "st1 {{v24.4s}}, [{a}]",
+                "umaxv h16, v16.4h",
+                "umov {outside:w}, v16.h[0]",
+                t = in(reg) top.as_ptr().add(2 * first),
+                b = in(reg) bottom.as_ptr().add(2 * first),
+                m = in(reg) largest.as_mut_ptr().add(first),
+                a = in(reg) at.as_mut_ptr().add(first),
+                steps = in(reg) LANE_STEPS.as_ptr(),
+                corner = in(reg) corner + 2 * first as u32,
+                width = in(reg) width,
+                lo = in(reg) range.0 as i32,
+                hi = in(reg) range.1 as i32,
+                outside = out(reg) outside,
+                out("v4") _, out("v6") _, out("v7") _, out("v16") _, out("v17") _,
+                out("v18") _, out("v19") _, out("v20") _, out("v21") _, out("v22") _,
+                out("v24") _, out("v28") _, out("v30") _, out("v31") _,
+                options(nostack)
+            );
+        }
+        outside
     }
 }
 
