@@ -14,7 +14,9 @@ use static_cell::ConstStaticCell;
 
 use crate::arch::aarch64::timer::GenericTimer;
 use crate::smp::CORES;
-use crate::training::{batch_gradient, LENET5_CORES, MAX_SAMPLES, MXLENET_CORES};
+use crate::training::{
+    batch_gradient_on_cores, LENET5_CORES, LENET5_ROWS, MAX_SAMPLES, MXLENET_CORES, MXLENET_ROWS,
+};
 
 /// The largest batch a node takes per step.
 pub const MAX_BATCH: usize = 1024;
@@ -44,16 +46,25 @@ pub enum NodeError {
 }
 
 /// The blob's shard, computed on `cores` cores.
-struct BlobShard<'b, N: Network, const P: usize, const V: usize, const C: usize, const I: usize> {
+struct BlobShard<
+    'b,
+    N: Network,
+    const P: usize,
+    const V: usize,
+    const C: usize,
+    const I: usize,
+    const R: usize,
+> {
     blob: &'b Blob<&'b [u8]>,
     spec: ShardSpec,
     cores: usize,
     states: &'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    rows: &'static Mutex<[i16; R]>,
     _net: core::marker::PhantomData<N>,
 }
 
-impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize> Shard
-    for BlobShard<'_, N, P, V, C, I>
+impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize, const R: usize> Shard
+    for BlobShard<'_, N, P, V, C, I, R>
 {
     fn spec(&self) -> ShardSpec {
         self.spec
@@ -66,10 +77,15 @@ impl<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>
     }
     fn gradient(&mut self, weights: Weights<'_, Fixed>, samples: &[u32], grads: &mut [i64]) -> BatchStats {
         let started = crate::arch::aarch64::pmu::cycles();
-        let per_core = batch_gradient::<N, P, V, C, I>(weights, self.blob, samples, self.cores, self.states);
-        for (g, &c) in grads.iter_mut().zip(self.states[0].lock().grads.iter()) {
-            *g += c;
-        }
+        let per_core = batch_gradient_on_cores::<N, P, V, C, I, R>(
+            weights,
+            self.blob,
+            samples,
+            self.cores,
+            self.states,
+            self.rows,
+        );
+        kernels::simd::add_i64(grads, &self.states[0].lock().grads);
         let mut stats = BatchStats::default();
         for s in &per_core {
             stats.merge(s);
@@ -118,19 +134,25 @@ pub fn run(
     }
     Ok(match settings.model {
         ModelId::MxLenet => {
-            run_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_CORES, transport, entropy, mac)
+            let statics = (&MXLENET_CORES, &MXLENET_ROWS);
+            run_model::<MxLenet, _, _, _, _, _>(blob, &settings, cores, statics, transport, entropy, mac)
         }
         ModelId::Lenet5 => {
-            run_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_CORES, transport, entropy, mac)
+            let statics = (&LENET5_CORES, &LENET5_ROWS);
+            run_model::<Lenet5, _, _, _, _, _>(blob, &settings, cores, statics, transport, entropy, mac)
         }
     })
 }
 
-fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+/// A model's per-core states and the batch rows its cores share.
+type CoreStatics<const P: usize, const V: usize, const C: usize, const I: usize, const R: usize> =
+    (&'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES], &'static Mutex<[i16; R]>);
+
+fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize, const R: usize>(
     blob: &Blob<&[u8]>,
     settings: &Settings,
     cores: usize,
-    states: &'static [Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    (states, rows): CoreStatics<P, V, C, I, R>,
     transport: impl Transport,
     entropy: u64,
     mac: [u8; 6],
@@ -141,7 +163,8 @@ fn run_model<N: Network, const P: usize, const V: usize, const C: usize, const I
         index: settings.node_id,
         layout: settings.shard_layout,
     };
-    let shard = BlobShard::<N, P, V, C, I> { blob, spec, cores, states, _net: core::marker::PhantomData };
+    let shard =
+        BlobShard::<N, P, V, C, I, R> { blob, spec, cores, states, rows, _net: core::marker::PhantomData };
     let sizes = NodeBuffers::sizes::<N>(settings.shard_total as usize, settings.batch as usize);
     let buffers = NodeBuffers {
         master: &mut MASTER.take()[..sizes.params],

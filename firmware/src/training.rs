@@ -7,8 +7,8 @@
 
 use kernels::arith::{Arith, SgdConfig};
 use kernels::rng::epoch_order;
-use kernels::train::{accumulate, apply_update, init_params, refresh_working, share_range, weight_hash};
-use kernels::train::{BatchStats, CoreState, ModelState};
+use kernels::train::{apply_update, batch_gradient, init_params, refresh_working, weight_hash};
+use kernels::train::{BatchStats, CoreState, CoreWork, Cores, ModelState};
 use kernels::{Fixed, Lenet5, MxLenet, Network, Weights};
 use protocol::blob::{Blob, Settings};
 use protocol::wire::ModelId;
@@ -20,10 +20,10 @@ use crate::smp::{run_on_cores, CORES};
 /// The most samples a shard may hold: the whole MNIST training set.
 pub const MAX_SAMPLES: usize = 60_000;
 
-/// Declares a model's static state: its weights and momentum, and one gradient-and-scratch space
-/// per core.
+/// Declares a model's static state: its weights and momentum, one gradient-and-scratch space per
+/// core, and the batch rows the cores share.
 macro_rules! model_state {
-    ($model:ident, $cores:ident, $net:ty) => {
+    ($model:ident, $cores:ident, $rows:ident, $net:ty) => {
         pub(crate) static $model: Mutex<ModelState<Fixed, { <$net as Network>::PARAMS }>> =
             Mutex::new(ModelState::ZERO);
         pub(crate) static $cores: [Mutex<
@@ -35,11 +35,13 @@ macro_rules! model_state {
                 { <$net as Network>::SCRATCH.indices },
             >,
         >; CORES] = [const { Mutex::new(CoreState::ZERO) }; CORES];
+        pub(crate) static $rows: Mutex<[i16; <$net as Network>::BATCH_ROWS]> =
+            Mutex::new([0; <$net as Network>::BATCH_ROWS]);
     };
 }
 
-model_state!(MXLENET_MODEL, MXLENET_CORES, MxLenet);
-model_state!(LENET5_MODEL, LENET5_CORES, Lenet5);
+model_state!(MXLENET_MODEL, MXLENET_CORES, MXLENET_ROWS, MxLenet);
+model_state!(LENET5_MODEL, LENET5_CORES, LENET5_ROWS, Lenet5);
 
 /// The epoch's sample order.
 static ORDER: Mutex<[u32; MAX_SAMPLES]> = Mutex::new([0; MAX_SAMPLES]);
@@ -72,48 +74,87 @@ pub fn train(blob: &Blob<&[u8]>, cores: usize) -> Result<TrainSummary, TrainErro
         return Err(TrainError::ShardTooLarge);
     }
     Ok(match settings.model {
-        ModelId::MxLenet => {
-            train_model::<MxLenet, _, _, _, _>(blob, &settings, cores, &MXLENET_MODEL, &MXLENET_CORES)
-        }
-        ModelId::Lenet5 => {
-            train_model::<Lenet5, _, _, _, _>(blob, &settings, cores, &LENET5_MODEL, &LENET5_CORES)
-        }
+        ModelId::MxLenet => train_model::<MxLenet, _, _, _, _, _>(
+            blob,
+            &settings,
+            cores,
+            &MXLENET_MODEL,
+            &MXLENET_CORES,
+            &MXLENET_ROWS,
+        ),
+        ModelId::Lenet5 => train_model::<Lenet5, _, _, _, _, _>(
+            blob,
+            &settings,
+            cores,
+            &LENET5_MODEL,
+            &LENET5_CORES,
+            &LENET5_ROWS,
+        ),
     })
 }
 
-/// One batch's gradient on `cores` cores: each core takes a contiguous share of `batch` (local
-/// sample indices into the blob) and sums its exact gradients into its own state; then cores 1.. are
-/// added into core 0's gradients, which hold the batch's sum. Returns each core's statistics.
-pub fn batch_gradient<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+/// The Pi's cores as [`Cores`] for [`batch_gradient`]: each item handed to a core through a slot
+/// of its own.
+struct PiCores;
+
+impl Cores for PiCores {
+    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync)) {
+        let slots: [Mutex<Option<T>>; CORES] = core::array::from_fn(|_| Mutex::new(None));
+        let mut items = items.fuse();
+        let mut count = 0;
+        for (slot, item) in slots.iter().zip(&mut items) {
+            *slot.lock() = Some(item);
+            count += 1;
+        }
+        assert!(items.next().is_none(), "at most one item per core");
+        run_on_cores(count, &|core| {
+            if let Some(item) = slots[core].lock().take() {
+                job(core, item);
+            }
+        });
+        // Cores that are not online (`run_on_cores` uses only those) leave their item: core 0
+        // runs it, so that no share of a batch is lost.
+        for (core, slot) in slots.iter().enumerate() {
+            if let Some(item) = slot.lock().take() {
+                job(core, item);
+            }
+        }
+    }
+}
+
+/// One batch's exact gradient on `cores` cores ([`batch_gradient`]), left in core 0's gradient
+/// sums; returns each core's statistics.
+pub fn batch_gradient_on_cores<
+    N: Network,
+    const P: usize,
+    const V: usize,
+    const C: usize,
+    const I: usize,
+    const R: usize,
+>(
     weights: Weights<'_, Fixed>,
     blob: &Blob<&[u8]>,
     batch: &[u32],
     cores: usize,
     core_states: &[Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    rows: &Mutex<[i16; R]>,
 ) -> [BatchStats; CORES] {
-    let core_stats: [Mutex<BatchStats>; CORES] = Default::default();
-    run_on_cores(cores, &|core| {
-        let share = &batch[share_range(batch.len(), cores, core)];
-        let mut state = core_states[core].lock();
-        let (mut scratch, grads) = state.split();
-        grads.fill(Fixed::ZERO_ACC);
-        let samples = share.iter().map(|&i| blob.sample(i as usize));
-        *core_stats[core].lock() = accumulate::<N, Fixed>(weights, samples, &mut scratch, grads);
-    });
-    let _t = kernels::profile::span(kernels::profile::Slot::Reduce);
-    let mut sum = core_states[0].lock();
-    for other in core_states.iter().take(cores).skip(1) {
-        kernels::simd::add_i64(&mut sum.grads, &other.lock().grads);
-    }
-    core_stats.map(|s| s.into_inner())
+    let mut guards = core_states.each_ref().map(|state| state.lock());
+    let mut work: [CoreWork<'_, Fixed>; CORES] = guards.each_mut().map(|state| state.work());
+    let sample = |i: u32| blob.sample(i as usize);
+    let mut rows = rows.lock();
+    let cores = cores.clamp(1, CORES);
+    batch_gradient::<N, Fixed, _>(&PiCores, weights, batch, &sample, &mut work[..cores], &mut rows[..]);
+    core::array::from_fn(|core| if core < cores { work[core].stats } else { BatchStats::default() })
 }
 
-fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize>(
+fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const I: usize, const R: usize>(
     blob: &Blob<&[u8]>,
     settings: &Settings,
     cores: usize,
     model: &Mutex<ModelState<Fixed, P>>,
     core_states: &[Mutex<CoreState<Fixed, P, V, C, I>>; CORES],
+    rows: &Mutex<[i16; R]>,
 ) -> TrainSummary {
     let mut model = model.lock();
     let mut order = ORDER.lock();
@@ -141,8 +182,14 @@ fn train_model<N: Network, const P: usize, const V: usize, const C: usize, const
         outside_steps += pmu::cycles() - outside;
         let mut stats = BatchStats::default();
         for batch in order.chunks(settings.batch as usize) {
-            let per_core_stats =
-                batch_gradient::<N, P, V, C, I>(model.weights(), blob, batch, cores, core_states);
+            let per_core_stats = batch_gradient_on_cores::<N, P, V, C, I, R>(
+                model.weights(),
+                blob,
+                batch,
+                cores,
+                core_states,
+                rows,
+            );
             for (total, core) in per_core.iter_mut().zip(&per_core_stats) {
                 stats.merge(core);
                 *total += core.samples;

@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::heap::{HeapCore, HeapModel};
+use kernels::heap::{batch_rows, HeapCore, HeapModel};
 use kernels::rng::epoch_order;
-use kernels::train::{accumulate, evaluate, weight_hash, BatchStats};
+use kernels::train::{batch_gradient, evaluate, weight_hash, BatchStats, Cores};
 use kernels::{Lenet5, MxLenet, Network, SgdConfig, Weights};
 use serde::Serialize;
 
@@ -279,6 +279,8 @@ struct Run<N: Network, A: Arith> {
     model: HeapModel<A>,
     /// One per thread.
     cores: Vec<HeapCore<A>>,
+    /// The batch rows the threads share.
+    rows: Vec<A::Val>,
     _net: core::marker::PhantomData<N>,
 }
 
@@ -293,6 +295,7 @@ impl<N: Network, A: Arith> Run<N, A> {
             sgd: A::sgd_constants(&config.sgd.into()),
             model,
             cores: (0..config.threads).map(|_| HeapCore::new::<N>()).collect(),
+            rows: batch_rows::<N, A>(),
             _net: core::marker::PhantomData,
         }
     }
@@ -332,22 +335,15 @@ impl<N: Network, A: Arith> Run<N, A> {
         TrainOutcome { epochs, tensors: self.tensors() }
     }
 
-    /// One synchronous step: each thread takes a contiguous share of `batch`, the exact gradients are
-    /// summed, and one update is applied.
+    /// One synchronous step: the exact gradient of `batch` on the threads ([`batch_gradient`]), then
+    /// one update.
     fn step(&mut self, set: &Split, batch: &[u32]) -> BatchStats {
         let weights = self.model.weights();
-        let stats = on_threads(&mut self.cores, batch, |core, share| {
-            let (mut scratch, grads) = core.split();
-            grads.fill(A::ZERO_ACC);
-            accumulate::<N, A>(weights, share.iter().map(|&i| set.sample(i as usize)), &mut scratch, grads)
-        });
-        let (first, rest) = self.cores.split_first_mut().expect("at least one thread");
-        for other in rest {
-            for (a, &b) in first.grads.iter_mut().zip(&other.grads) {
-                *a += b;
-            }
-        }
-        self.model.update::<N>(&self.sgd, &first.grads, batch.len() as u32);
+        let mut work: Vec<_> = self.cores.iter_mut().map(|core| core.work()).collect();
+        let sample = |i: u32| set.sample(i as usize);
+        let stats = batch_gradient::<N, A, _>(&Threads, weights, batch, &sample, &mut work, &mut self.rows);
+        let grads = work.swap_remove(0).grads;
+        self.model.update::<N>(&self.sgd, grads, batch.len() as u32);
         stats
     }
 
@@ -418,6 +414,26 @@ where
         }
         total
     })
+}
+
+/// [`Cores`] as threads of this process: one item on the calling thread, each other on a thread
+/// of its own.
+pub(crate) struct Threads;
+
+impl Cores for Threads {
+    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync)) {
+        std::thread::scope(|scope| {
+            let mut items = items.enumerate();
+            let here = items.next();
+            let handles: Vec<_> = items.map(|(core, item)| scope.spawn(move || job(core, item))).collect();
+            if let Some((core, item)) = here {
+                job(core, item);
+            }
+            for handle in handles {
+                handle.join().expect("a training thread panicked");
+            }
+        })
+    }
 }
 
 /// Splits `items` into `parts` contiguous shares whose sizes differ by at most one.

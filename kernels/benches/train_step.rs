@@ -6,9 +6,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::heap::{HeapCore, HeapModel};
+use kernels::heap::{batch_rows, HeapCore, HeapModel};
 use kernels::rng::Rng;
-use kernels::train::{accumulate, Footprint};
+use kernels::train::{batch_gradient, Footprint, Sequential};
 use kernels::{Lenet5, MxLenet, Network, SgdConfig, IMAGE_PIXELS};
 
 const BATCH: usize = 64;
@@ -16,6 +16,7 @@ const BATCH: usize = 64;
 struct Step<N: Network, A: Arith> {
     model: HeapModel<A>,
     core: HeapCore<A>,
+    rows: Vec<A::Val>,
     sgd: A::Sgd,
     _net: core::marker::PhantomData<N>,
 }
@@ -25,17 +26,25 @@ impl<N: Network, A: Arith> Step<N, A> {
         Step {
             model: HeapModel::init::<N>(1),
             core: HeapCore::new::<N>(),
+            rows: batch_rows::<N, A>(),
             sgd: A::sgd_constants(&SgdConfig::default()),
             _net: core::marker::PhantomData,
         }
     }
 
     fn run(&mut self, batch: &[(Vec<u8>, u8)]) {
-        let (mut scratch, grads) = self.core.split();
-        grads.fill(A::ZERO_ACC);
-        let samples = batch.iter().map(|(i, l)| (i.as_slice(), *l));
-        accumulate::<N, A>(self.model.weights(), samples, &mut scratch, grads);
-        self.model.update::<N>(&self.sgd, grads, batch.len() as u32);
+        let indices: Vec<u32> = (0..batch.len() as u32).collect();
+        let sample = |i: u32| (batch[i as usize].0.as_slice(), batch[i as usize].1);
+        let mut work = [self.core.work()];
+        batch_gradient::<N, A, _>(
+            &Sequential,
+            self.model.weights(),
+            &indices,
+            &sample,
+            &mut work,
+            &mut self.rows,
+        );
+        self.model.update::<N>(&self.sgd, work[0].grads, batch.len() as u32);
     }
 }
 

@@ -103,8 +103,16 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
 
     /// Converts the optimizer settings.
     fn sgd_constants(config: &SgdConfig) -> Self::Sgd;
-    /// Trains a network on samples, adding their gradients into `grads`: by default one sample at a
-    /// time through the generic layers; [`Fixed`] runs its matrix-product path ([`crate::fast`]).
+    /// Whether [`Arith::accumulate_conv_net`] leaves the dense layers' weight and bias gradients to
+    /// [`Arith::dense_gradients_conv_net`] (over the batch rows of all cores), so that a core's
+    /// own accumulators hold only the convolutions' gradients.
+    #[doc(hidden)]
+    const DEFERS_DENSE: bool = false;
+
+    /// Trains a network on one core's samples, adding their gradients into `grads`: by default one
+    /// sample at a time through the generic layers, every gradient included; [`Fixed`] runs its
+    /// matrix-product path ([`crate::fast`]), which adds the convolutions' gradients and leaves each
+    /// sample's dense inputs and deltas in `rows` ([`Arith::DEFERS_DENSE`]).
     #[doc(hidden)]
     #[allow(private_interfaces)]
     fn accumulate_conv_net<'s, const D: usize>(
@@ -113,6 +121,7 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         mut scratch: ScratchMut<'_, Self>,
         grads: &mut [Self::Acc],
+        _rows: &mut [Self::Val],
     ) -> BatchStats {
         let mut stats = BatchStats::default();
         for (image, label) in samples {
@@ -120,6 +129,30 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
             stats.record(&outcome, label);
         }
         stats
+    }
+
+    /// The dense gradients [`Arith::accumulate_conv_net`] left in the batch rows, for the
+    /// parameters `part`, into `out` (set on a step's first block, added after); nothing where
+    /// [`Arith::DEFERS_DENSE`] is false.
+    #[doc(hidden)]
+    #[allow(private_interfaces)]
+    fn dense_gradients_conv_net<const D: usize>(
+        _net: &ConvNet<D>,
+        _rows: &[Self::Val],
+        _samples: usize,
+        _part: core::ops::Range<usize>,
+        _out: &mut [Self::Acc],
+        _first_block: bool,
+    ) {
+    }
+
+    /// `dst[i] += src[i]`: the cores' gradient sums added together (an implementation may add many
+    /// at a time).
+    fn add_accs(dst: &mut [Self::Acc], src: &[Self::Acc]) {
+        assert_eq!(dst.len(), src.len(), "sums of unequal lengths");
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
     }
 
     /// Evaluates a network on samples (see [`Arith::accumulate_conv_net`]).
@@ -237,6 +270,8 @@ impl Arith for Fixed {
         fixed::saturate_i16(fixed::from_f64(x, frac))
     }
 
+    const DEFERS_DENSE: bool = true;
+
     #[allow(private_interfaces)]
     fn accumulate_conv_net<'s, const D: usize>(
         net: &ConvNet<D>,
@@ -244,8 +279,27 @@ impl Arith for Fixed {
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         scratch: ScratchMut<'_, Self>,
         grads: &mut [i64],
+        rows: &mut [i16],
     ) -> BatchStats {
-        crate::fast::accumulate(net, weights, samples, scratch, grads)
+        crate::fast::accumulate_rows(net, weights, samples, scratch, grads, rows)
+    }
+
+    #[allow(private_interfaces)]
+    fn dense_gradients_conv_net<const D: usize>(
+        net: &ConvNet<D>,
+        rows: &[i16],
+        samples: usize,
+        part: core::ops::Range<usize>,
+        out: &mut [i64],
+        first_block: bool,
+    ) {
+        let write =
+            if first_block { crate::simd::gather::Write::Set } else { crate::simd::gather::Write::Add };
+        crate::fast::dense_gradients(net, rows, samples, part, out, write)
+    }
+
+    fn add_accs(dst: &mut [i64], src: &[i64]) {
+        crate::simd::add_i64(dst, src)
     }
 
     #[allow(private_interfaces)]

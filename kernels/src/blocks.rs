@@ -333,14 +333,36 @@ macro_rules! conv_net_model {
                 $net.evaluate(w, image, label, scratch)
             }
 
+            const BATCH_ROWS: usize = $net.batch_rows();
+            const BATCH_ROW: usize = $net.batch_row();
+
             fn accumulate<'s, A: $crate::Arith>(
                 w: $crate::network::Weights<'_, A>,
                 samples: impl IntoIterator<Item = (&'s [u8], u8)>,
                 scratch: $crate::network::ScratchMut<'_, A>,
                 grads: &mut [A::Acc],
+                rows: &mut [A::Val],
             ) -> $crate::train::BatchStats {
                 assert_eq!(grads.len(), Self::PARAMS);
-                A::accumulate_conv_net(&$net, w, samples, scratch, grads)
+                A::accumulate_conv_net(&$net, w, samples, scratch, grads, rows)
+            }
+
+            fn dense_params() -> core::ops::Range<usize> {
+                $net.dense_params()
+            }
+
+            fn dense_part(parts: usize, k: usize) -> core::ops::Range<usize> {
+                $crate::fast::dense_part(&$net, parts, k)
+            }
+
+            fn dense_gradients<A: $crate::Arith>(
+                rows: &[A::Val],
+                samples: usize,
+                part: core::ops::Range<usize>,
+                out: &mut [A::Acc],
+                first_block: bool,
+            ) {
+                A::dense_gradients_conv_net(&$net, rows, samples, part, out, first_block)
             }
 
             fn evaluate_all<'s, A: $crate::Arith>(

@@ -13,9 +13,13 @@
 //!   the non-zero inputs), input gradients as sums of weight rows scaled by the non-zero deltas, and
 //!   convolution weight gradients as sums of patch rows scaled by the non-zero deltas (after
 //!   max-pooling, three in four are zero).
-//! - **Per block of up to [`BLOCK`] samples**: dense weight gradients as one product over the
-//!   block, `gW[j] += sum_s delta[s][j] * x[s]`, so their `i64` accumulators are read and written
-//!   once per block instead of once per sample.
+//! - **Per block of up to [`BLOCK`] samples of a step, on all the cores together**: each sample's
+//!   dense inputs and deltas go into the block's *batch rows*, which all cores share
+//!   ([`accumulate_rows`], one core's samples); then the dense weight gradients are one product over
+//!   the whole block, `gW[j] = sum_s delta[s][j] * x[s]`, each core taking a contiguous part of the
+//!   dense parameters ([`dense_part`], [`dense_gradients`]). Their `i64` accumulators are written
+//!   once per block (and read too only from a step's second block on), whatever the number of
+//!   cores.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +35,7 @@ use crate::simd::{add_rows_i64, affine_u32, copy_i16, copy_rows_i16, pool, sum_i
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
 
-/// Samples whose dense weight gradients are summed in one pass.
+/// Samples whose dense weight gradients are summed in one pass: the batch rows hold this many.
 pub const BLOCK: usize = 64;
 
 /// Samples whose convolution weight gradients are summed in one pass, per convolution: their
@@ -98,8 +102,8 @@ impl<const D: usize> ConvNet<D> {
         i = 0;
         while i < D {
             let d = &self.dense[i].dense;
-            // W^T, the block's inputs and deltas, this sample's activations
-            vals += d.weight_len() + ROW_SLACK + BLOCK * d.inputs + BLOCK * d.outputs + d.outputs;
+            // W^T, this sample's activations
+            vals += d.weight_len() + ROW_SLACK + d.outputs;
             // where the rows of W^T and of W start
             indices += d.inputs + d.outputs;
             // pre-activations and output gradients
@@ -107,10 +111,33 @@ impl<const D: usize> ConvNet<D> {
             terms = max(terms, max(d.inputs, d.outputs));
             i += 1;
         }
-        terms = max(terms, BLOCK);
-        // one term list: offsets and chunk ends (indices), coefficients (vals), and a second
-        // coefficient list of up to a block's terms
-        ScratchSize { vals: vals + BLOCK + terms, accs, indices: indices + 2 * terms }
+        // one term list: offsets and chunk ends (indices), coefficients (vals); one sample's row
+        // of dense inputs and deltas, for evaluation (training keeps them in the batch rows)
+        ScratchSize { vals: vals + terms + self.batch_row(), accs, indices: indices + 2 * terms }
+    }
+
+    /// Values of one sample in the batch rows: every dense layer's input, then its deltas.
+    pub(crate) const fn batch_row(&self) -> usize {
+        let mut row = 0;
+        let mut i = 0;
+        while i < D {
+            row += self.dense[i].dense.inputs + self.dense[i].dense.outputs;
+            i += 1;
+        }
+        row
+    }
+
+    /// Values of the batch rows of a block ([`BLOCK`] samples), with the room the micro-kernel
+    /// reads after the last row.
+    pub(crate) const fn batch_rows(&self) -> usize {
+        BLOCK * self.batch_row() + ROW_SLACK
+    }
+
+    /// The dense layers' parameters (weights and biases), the part [`dense_gradients`] computes.
+    pub(crate) const fn dense_params(&self) -> core::ops::Range<usize> {
+        let first = &self.dense[0].spec;
+        let last = &self.dense[D - 1].spec;
+        first.offset..last.offset + last.param_len()
     }
 }
 
@@ -119,7 +146,7 @@ struct Terms<'a> {
     offsets: &'a mut [u32],
     coeffs: &'a mut [i16],
     /// A second coefficient list over the same rows, for pairs of outputs ([`Terms::push_pair_kept`]);
-    /// room for [`BLOCK`] terms.
+    /// empty except in [`dense_gradients`].
     second: &'a mut [i16],
     ends: &'a mut [u32],
     len: usize,
@@ -209,10 +236,9 @@ struct ConvSpace<'a> {
 /// A dense block's buffers on the fast path.
 struct DenseSpace<'a> {
     weights_t: &'a mut [i16],
-    /// `BLOCK` rows of this layer's inputs.
-    inputs: &'a mut [i16],
-    /// `BLOCK` rows of this layer's deltas.
-    deltas: &'a mut [i16],
+    /// Where this layer's input and its deltas sit in a sample's batch row.
+    input_at: usize,
+    delta_at: usize,
     pre: &'a mut [i64],
     act: &'a mut [i16],
     grad_out: &'a mut [i64],
@@ -226,6 +252,8 @@ struct DenseSpace<'a> {
 
 struct Space<'a, const D: usize> {
     input: &'a mut [i16],
+    /// One sample's batch row, for evaluation.
+    row: &'a mut [i16],
     conv: [ConvSpace<'a>; 2],
     dense: [DenseSpace<'a>; D],
     terms: Terms<'a>,
@@ -260,10 +288,11 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
         [conv_space(&net.conv[0], false, CONV_BLOCKS[0]), conv_space(&net.conv[1], true, CONV_BLOCKS[1])];
     let dense = core::array::from_fn(|i| {
         let d = &net.dense[i].dense;
+        let input_at = net.dense[..i].iter().map(|b| b.dense.inputs + b.dense.outputs).sum();
         DenseSpace {
             weights_t: vals.take(d.weight_len() + ROW_SLACK),
-            inputs: vals.take(BLOCK * d.inputs),
-            deltas: vals.take(BLOCK * d.outputs),
+            input_at,
+            delta_at: input_at + d.inputs,
             pre: accs.take(d.outputs),
             act: vals.take(d.outputs),
             grad_out: accs.take(d.outputs),
@@ -276,9 +305,9 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     // for the generic path too).
     let rest_indices = indices.rest();
     let (offsets, ends) = rest_indices.split_at_mut(rest_indices.len() / 2);
-    let second = vals.take(BLOCK);
-    let terms = Terms { offsets, coeffs: vals.rest(), second, ends, len: 0, chunks: 0 };
-    Space { input, conv, dense, terms }
+    let row = vals.take(net.batch_row());
+    let terms = Terms { offsets, coeffs: vals.rest(), second: &mut [], ends, len: 0, chunks: 0 };
+    Space { input, row, conv, dense, terms }
 }
 
 /// Once per call: transposed dense weights, their bounds, and the forward chunks of every filter.
@@ -451,8 +480,14 @@ fn dense_pre(
 }
 
 /// Forward pass of the image in `space.input` as sample `slot` of the block: each dense layer's
-/// input is stored in its block rows; the logits are left in the last layer's `pre`.
-fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut Space<'_, D>, slot: usize) {
+/// input is stored in the sample's batch row `row`; the logits are left in the last layer's `pre`.
+fn forward<const D: usize>(
+    net: &ConvNet<D>,
+    w: Weights<'_, Fixed>,
+    space: &mut Space<'_, D>,
+    row: &mut [i16],
+    slot: usize,
+) {
     let [c0, c1] = &mut space.conv;
     let t = span(Slot::Layer(0, Phase::Forward));
     conv_forward(&net.conv[0], w, space.input, c0, slot % CONV_BLOCKS[0]);
@@ -464,9 +499,8 @@ fn forward<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
         let block = &net.dense[i];
         let inputs = block.dense.inputs;
         let (before, from_here) = space.dense.split_at_mut(i);
-        let DenseSpace { weights_t, inputs: rows, pre, act, input_rows, weight_limit, .. } =
-            &mut from_here[0];
-        let x = &mut rows[slot * inputs..][..inputs];
+        let DenseSpace { weights_t, input_at, pre, act, input_rows, weight_limit, .. } = &mut from_here[0];
+        let x = &mut row[*input_at..][..inputs];
         match before.last() {
             Some(previous) => x.copy_from_slice(previous.act),
             None => x.copy_from_slice(c1.pooled),
@@ -628,13 +662,14 @@ fn input_gradient(
     }
 }
 
-/// Backward pass of sample `slot`, whose output delta is already in the last layer's block row:
-/// dense deltas into their block rows (their weight gradients wait for [`flush`]), convolution
+/// Backward pass of sample `slot`, whose output delta is already in its batch row `row`: dense
+/// deltas into the row (their weight gradients wait for [`dense_gradients`]), convolution
 /// gradients into `grads`.
 fn backward<const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     space: &mut Space<'_, D>,
+    row: &mut [i16],
     slot: usize,
     grads: &mut [i64],
 ) {
@@ -646,7 +681,7 @@ fn backward<const D: usize>(
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
         let (before, from_here) = space.dense.split_at_mut(i);
         let d = &mut from_here[0];
-        let delta = &mut d.deltas[slot * outputs..][..outputs];
+        let delta = &mut row[d.delta_at..][..outputs];
         if block.tanh {
             tanh_backward::<Fixed>(d.grad_out, frac, d.act, delta);
         }
@@ -679,59 +714,143 @@ fn backward<const D: usize>(
     }
 }
 
-/// The dense weight and bias gradients of the block's first `samples` samples, added into `grads`.
-fn flush<const D: usize>(net: &ConvNet<D>, space: &mut Space<'_, D>, samples: usize, grads: &mut [i64]) {
-    for (i, (block, d)) in net.dense.iter().zip(space.dense.iter()).enumerate() {
+/// Part `k` of `parts` of the dense layers' parameters ([`ConvNet::dense_params`]), in the flat
+/// parameter vector: contiguous, so that each core of a step writes its own slice of the gradient
+/// sum, and cut only before a pair of weight rows (at a layer's start or an even row), so that
+/// [`dense_gradients`] computes whole pairs. The parts hold about equal numbers of weights; a
+/// layer's biases belong to the part holding the first index after its weights.
+pub(crate) fn dense_part<const D: usize>(
+    net: &ConvNet<D>,
+    parts: usize,
+    k: usize,
+) -> core::ops::Range<usize> {
+    assert!(parts > 0 && k < parts, "part {k} of {parts}");
+    let cut = |k: usize| -> usize {
+        let all = net.dense_params();
+        if k == 0 {
+            return all.start;
+        }
+        if k == parts {
+            return all.end;
+        }
+        let weights: usize = net.dense.iter().map(|b| b.dense.weight_len()).sum();
+        // The first pair boundary with at least the target number of weights before it.
+        let target = weights * k / parts;
+        let mut before = 0;
+        for block in &net.dense {
+            let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
+            let here = block.dense.weight_len();
+            if before + here > target {
+                let rows = (target - before).div_ceil(inputs).next_multiple_of(2).min(outputs);
+                return block.spec.offset + rows * inputs;
+            }
+            before += here;
+        }
+        all.end
+    };
+    cut(k)..cut(k + 1)
+}
+
+/// The dense weight and bias gradients of the first `samples` samples of the batch rows `rows`
+/// ([`accumulate_rows`] on every core), for the parameters `part` (from [`dense_part`]), written
+/// into `out` (`part.len()` values) with `write`: `Set` for a step's first block, `Add` after.
+/// Each pair of weight rows is one product over the block's samples (every sample a term, so that
+/// the rows are a fixed stride apart), its `i64` sums touched once.
+pub(crate) fn dense_gradients<const D: usize>(
+    net: &ConvNet<D>,
+    rows: &[i16],
+    samples: usize,
+    part: core::ops::Range<usize>,
+    out: &mut [i64],
+    write: Write,
+) {
+    assert!(samples > 0 && samples <= BLOCK, "a block of 1 to {BLOCK} samples");
+    assert_eq!(out.len(), part.len(), "one value per parameter of the part");
+    let row_len = net.batch_row();
+    assert!(rows.len() >= net.batch_rows() - (BLOCK - samples) * row_len, "the block's rows");
+    // Term lists of at most a block's samples: offsets, both coefficient lists, chunk ends.
+    let (mut offsets, mut coeffs, mut second, mut ends) =
+        ([0u32; BLOCK], [0i16; BLOCK], [0i16; BLOCK], [0u32; BLOCK]);
+    let mut terms = Terms {
+        offsets: &mut offsets,
+        coeffs: &mut coeffs,
+        second: &mut second,
+        ends: &mut ends,
+        len: 0,
+        chunks: 0,
+    };
+    let bytes = match write {
+        Write::Set => 8,
+        Write::Add => 16,
+    };
+    let mut input_at = 0;
+    for (i, block) in net.dense.iter().enumerate() {
         let _t = span(Slot::Layer(2 + i, Phase::WeightGradient));
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
-        let (grad_w, grad_b) = block.spec.params_mut(grads);
-        let rows = &d.inputs[..samples * inputs];
-        let deltas = |s: usize, j: usize| d.deltas[s * outputs + j];
-        let terms = &mut space.terms;
-        // Rows of the weight gradient two at a time: both sum over the block's samples, so they
-        // share their terms (every sample, so that the rows are `inputs` apart).
-        let paired = outputs / 2 * 2;
-        let (grad_w, last_w) = grad_w.split_at_mut(paired * inputs);
-        let (grad_b, last_b) = grad_b.split_at_mut(paired);
-        let pairs = grad_w.chunks_exact_mut(2 * inputs).zip(grad_b.chunks_exact_mut(2));
-        for (j, (g_rows, g_b)) in (0..).step_by(2).zip(pairs) {
-            terms.clear();
-            for s in 0..samples {
-                let pair = [deltas(s, j), deltas(s, j + 1)];
-                terms.push_pair_kept(s * inputs, pair);
-                g_b[0] += pair[0] as i64;
-                g_b[1] += pair[1] as i64;
-            }
-            if terms.len > 0 {
+        let delta_at = input_at + inputs;
+        let inputs_rows = &rows[input_at..];
+        input_at += inputs + outputs;
+        let deltas = |s: usize, j: usize| rows[s * row_len + delta_at + j];
+        let weights = block.spec.weight_range();
+        let biases = block.spec.bias_range();
+        // This part's weight rows: from the row its start falls in (a pair boundary) to the one
+        // its end does.
+        let row_of = |at: usize| at.clamp(weights.start, weights.end).saturating_sub(weights.start) / inputs;
+        let (first_row, end_row) = (row_of(part.start), row_of(part.end));
+        let mut j = first_row;
+        while j < end_row {
+            let at = weights.start + j * inputs - part.start;
+            if j + 1 < end_row {
+                terms.clear();
+                for s in 0..samples {
+                    terms.push_pair_kept(s * row_len, [deltas(s, j), deltas(s, j + 1)]);
+                }
                 terms.schedule_pair(VALUE_LIMIT);
-                let (first, second) = g_rows.split_at_mut(inputs);
-                terms.apply_pair_strided([first, second], Write::Add, rows, inputs);
-                profile::count_traffic(2 + i, 2 * 16 * (inputs + 1));
+                let (first, second) = out[at..][..2 * inputs].split_at_mut(inputs);
+                terms.apply_pair_strided([first, second], write, inputs_rows, row_len);
+                profile::count_traffic(2 + i, 2 * bytes * inputs);
+                j += 2;
+            } else {
+                // An odd layer's last row.
+                terms.clear();
+                for s in 0..samples {
+                    terms.push(s * row_len, deltas(s, j));
+                }
+                let g_row = &mut out[at..][..inputs];
+                if terms.len > 0 {
+                    terms.schedule(VALUE_LIMIT);
+                    terms.apply(g_row, write, inputs_rows);
+                } else if write == Write::Set {
+                    g_row.fill(0);
+                }
+                profile::count_traffic(2 + i, bytes * inputs);
+                j += 1;
             }
         }
-        if let ([g_b], j) = (last_b, outputs - 1) {
-            let g_row = last_w;
-            terms.clear();
-            for s in 0..samples {
-                terms.push(s * inputs, deltas(s, j));
-                *g_b += deltas(s, j) as i64;
+        // This part's biases: each the sum of its output's deltas.
+        for b in biases.start.max(part.start)..biases.end.min(part.end) {
+            let j = b - biases.start;
+            let sum: i64 = (0..samples).map(|s| deltas(s, j) as i64).sum();
+            match write {
+                Write::Set => out[b - part.start] = sum,
+                Write::Add => out[b - part.start] += sum,
             }
-            if terms.len > 0 {
-                terms.schedule(VALUE_LIMIT);
-                terms.apply(g_row, Write::Add, rows);
-                profile::count_traffic(2 + i, 16 * (inputs + 1));
-            }
+            profile::count_traffic(2 + i, bytes);
         }
     }
 }
 
-/// [`crate::train::accumulate`] on the fast path.
-pub(crate) fn accumulate<'s, const D: usize>(
+/// [`crate::train::batch_gradient`]'s work on one core on the fast path: the forward and backward
+/// passes of `samples` (at most [`BLOCK`]), their convolution gradients added into `grads`, and
+/// each sample's dense inputs and deltas left in its row of `rows` (one [`ConvNet::batch_row`]
+/// per sample, in order) for [`dense_gradients`].
+pub(crate) fn accumulate_rows<'s, const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     samples: impl IntoIterator<Item = (&'s [u8], u8)>,
     scratch: ScratchMut<'_, Fixed>,
     grads: &mut [i64],
+    rows: &mut [i16],
 ) -> BatchStats {
     let mut space = carve(net, scratch);
     let t = span(Slot::Prepare);
@@ -739,26 +858,22 @@ pub(crate) fn accumulate<'s, const D: usize>(
     drop(t);
     let mut stats = BatchStats::default();
     let logits_frac = net.dense[D - 1].spec.acc_frac();
-    let last_outputs = net.dense[D - 1].dense.outputs;
+    let last = &net.dense[D - 1].dense;
+    let row_len = net.batch_row();
+    let last_delta_at = row_len - last.outputs;
     let mut slot = 0;
     for (image, label) in samples {
+        let row = rows.get_mut(slot * row_len..(slot + 1) * row_len).expect("a batch row per sample");
         load_image::<Fixed>(image, net.side, space.input);
-        forward(net, w, &mut space, slot);
-        let out = &mut space.dense[D - 1];
-        let delta = &mut out.deltas[slot * last_outputs..][..last_outputs];
+        forward(net, w, &mut space, row, slot);
         let t = span(Slot::Loss);
-        let outcome = softmax_cross_entropy::<Fixed>(out.pre, logits_frac, label as usize, delta);
+        let delta = &mut row[last_delta_at..];
+        let outcome =
+            softmax_cross_entropy::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize, delta);
         drop(t);
         stats.record(&outcome, label);
-        backward(net, w, &mut space, slot, grads);
+        backward(net, w, &mut space, row, slot, grads);
         slot += 1;
-        if slot == BLOCK {
-            flush(net, &mut space, slot, grads);
-            slot = 0;
-        }
-    }
-    if slot > 0 {
-        flush(net, &mut space, slot, grads);
     }
     for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
         let pending = slot % CONV_BLOCKS[layer]; // samples since the last flush (in `backward`)
@@ -782,7 +897,9 @@ pub(crate) fn evaluate<'s, const D: usize>(
     let logits_frac = net.dense[D - 1].spec.acc_frac();
     for (image, label) in samples {
         load_image::<Fixed>(image, net.side, space.input);
-        forward(net, w, &mut space, 0);
+        let row = core::mem::take(&mut space.row);
+        forward(net, w, &mut space, row, 0);
+        space.row = row;
         let outcome: SampleOutcome =
             evaluate_logits::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize);
         stats.record(&outcome, label);

@@ -11,7 +11,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::network::{Network, ScratchMut, Weights};
-use crate::train::{apply_update, init_params, refresh_working};
+use crate::train::{apply_update, init_params, refresh_working, BatchStats, CoreWork};
 use crate::Arith;
 
 /// Master weights, momentum and working weights of one model.
@@ -90,4 +90,15 @@ impl<A: Arith> HeapCore<A> {
             &mut self.grads,
         )
     }
+
+    /// This core's space for [`crate::train::batch_gradient`].
+    pub fn work(&mut self) -> CoreWork<'_, A> {
+        let (scratch, grads) = self.split();
+        CoreWork { scratch, grads, stats: BatchStats::default() }
+    }
+}
+
+/// The batch rows the cores of a step share ([`Network::BATCH_ROWS`] values).
+pub fn batch_rows<N: Network, A: Arith>() -> Vec<A::Val> {
+    vec![A::ZERO_VAL; N::BATCH_ROWS]
 }

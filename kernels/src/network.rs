@@ -226,15 +226,41 @@ pub trait Network: Copy + Default + Send + Sync + core::fmt::Debug + 'static {
         scratch: ScratchMut<'_, A>,
     ) -> SampleOutcome;
 
-    /// Forward and backward passes on samples, adding their gradients into `grads` (length
-    /// `PARAMS`); what [`crate::train::accumulate`] runs. The same integers as calling
-    /// [`Network::train_sample`] on each, computed the fastest way the arithmetic has.
+    /// Values of the batch rows the cores of a step share ([`crate::train::batch_gradient`]): each
+    /// sample's dense inputs and deltas, for a block of [`crate::train::BLOCK`] samples.
+    const BATCH_ROWS: usize;
+    /// Values of one sample in the batch rows.
+    const BATCH_ROW: usize;
+
+    /// One core's part of [`crate::train::batch_gradient`]: forward and backward passes on
+    /// `samples` (at most [`crate::train::BLOCK`]), adding their gradients into `grads` (length
+    /// `PARAMS`), except the dense layers' where the arithmetic defers them
+    /// ([`Arith::DEFERS_DENSE`](crate::Arith)): those it leaves in `rows` (this core's samples'
+    /// part of the batch rows, in order) for [`Network::dense_gradients`].
     fn accumulate<'s, A: Arith>(
         weights: Weights<'_, A>,
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         scratch: ScratchMut<'_, A>,
         grads: &mut [A::Acc],
+        rows: &mut [A::Val],
     ) -> crate::train::BatchStats;
+
+    /// The dense layers' parameters, a contiguous range of the flat vector.
+    fn dense_params() -> Range<usize>;
+
+    /// Part `k` of `parts` of [`Network::dense_params`]: contiguous, about equal in work.
+    fn dense_part(parts: usize, k: usize) -> Range<usize>;
+
+    /// The deferred dense gradients of the first `samples` samples of the batch `rows`, for the
+    /// parameters `part` (from [`Network::dense_part`]), into `out`: set when `first_block`, else
+    /// added.
+    fn dense_gradients<A: Arith>(
+        rows: &[A::Val],
+        samples: usize,
+        part: Range<usize>,
+        out: &mut [A::Acc],
+        first_block: bool,
+    );
 
     /// Forward passes on samples; what [`crate::train::evaluate`] runs (the same results as
     /// [`Network::evaluate`] on each).

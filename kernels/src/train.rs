@@ -1,10 +1,9 @@
 //! Training around the networks: seeded initialisation, the optimizer step, batch statistics, the
 //! weight hash, and the statically sized state containers with their footprint.
 //!
-//! A training step is: every core calls [`Network::train_sample`] for its share of the batch, adding
-//! into its own gradient accumulators; the accumulators are summed (exactly, in any order); then
-//! [`apply_update`] runs once with the batch size. Only `apply_update` rounds, so the step's result does
-//! not depend on how the batch was split.
+//! A training step is [`batch_gradient`], then [`apply_update`] once with the batch size. The
+//! gradient is exact integer sums over the batch's samples, which do not depend on how the batch is
+//! split between cores, blocks or nodes; only `apply_update` rounds.
 
 #![forbid(unsafe_code)]
 
@@ -114,15 +113,117 @@ impl BatchStats {
     }
 }
 
-/// Trains on a run of samples, adding their gradients into `grads`. `samples` yields
-/// `(image, label)`; this is one core's share of a batch.
-pub fn accumulate<'s, N: Network, A: Arith>(
+/// Samples of a step whose dense-layer rows the cores share at once ([`batch_gradient`] goes
+/// through a larger batch in blocks of this many).
+pub const BLOCK: usize = crate::fast::BLOCK;
+
+/// The cores a step runs on: the Pi's four, the host's threads, or one after another.
+pub trait Cores {
+    /// Calls `job(core, item)` for each item, each on its own core (`core` counts from 0), all at
+    /// once, and returns when every call has returned. There are at most as many items as cores.
+    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync));
+}
+
+/// [`Cores`] that are one after another on the calling thread: tests, benchmarks, single-core
+/// callers. The integers are the same as on parallel cores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sequential;
+
+impl Cores for Sequential {
+    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync)) {
+        for (core, item) in items.enumerate() {
+            job(core, item);
+        }
+    }
+}
+
+/// One core's space in [`batch_gradient`]: its scratch, its gradient sums, and the statistics of
+/// the samples it trained in the last call.
+pub struct CoreWork<'a, A: Arith> {
+    /// The core's scratch.
+    pub scratch: ScratchMut<'a, A>,
+    /// The core's gradient sums (`PARAMS` values); after [`batch_gradient`], the first core's hold
+    /// the batch's gradient.
+    pub grads: &'a mut [A::Acc],
+    /// What the core's samples scored.
+    pub stats: BatchStats,
+}
+
+/// The exact gradient of `batch` (sample indices, read through `sample`) on the cores of `work`
+/// (one entry per core), left in `work[0].grads`; returns the batch's statistics.
+///
+/// The batch goes in blocks of [`BLOCK`] samples. In each block every core takes a contiguous
+/// share, runs its samples' forward and backward passes, adds their convolution gradients into its
+/// own sums and leaves their dense inputs and deltas in its share of the block's `rows`
+/// (`N::BATCH_ROWS` values, shared); then every core computes a part of the dense layers'
+/// gradients over the whole block ([`Network::dense_part`]) straight into the first core's sums,
+/// so those `i64` sums are touched once per block, however many cores there are. At the end the
+/// other cores' convolution sums are added into the first core's. Arithmetic that does not defer
+/// the dense gradients ([`Arith::DEFERS_DENSE`]) adds everything per core and sums it all.
+pub fn batch_gradient<'s, N: Network, A: Arith, S>(
+    cores: &impl Cores,
     weights: Weights<'_, A>,
-    samples: impl IntoIterator<Item = (&'s [u8], u8)>,
-    scratch: &mut ScratchMut<'_, A>,
-    grads: &mut [A::Acc],
-) -> BatchStats {
-    N::accumulate::<A>(weights, samples, scratch.reborrow(), grads)
+    batch: &[u32],
+    sample: &S,
+    work: &mut [CoreWork<'_, A>],
+    rows: &mut [A::Val],
+) -> BatchStats
+where
+    S: Fn(u32) -> (&'s [u8], u8) + Sync,
+    A::Val: Send,
+    A::Acc: Send,
+{
+    let parts = work.len();
+    assert!(parts > 0, "at least one core");
+    assert_eq!(rows.len(), N::BATCH_ROWS, "the batch rows of network {}", N::NAME);
+    let row = N::BATCH_ROW;
+    let dense = N::dense_params();
+    // The part each core sums itself: the convolutions' where the dense gradients are deferred.
+    let own = if A::DEFERS_DENSE { 0..dense.start } else { 0..N::PARAMS };
+    for core in work.iter_mut() {
+        core.grads[own.clone()].fill(A::ZERO_ACC);
+        core.stats = BatchStats::default();
+    }
+    for (b, block) in batch.chunks(BLOCK).enumerate() {
+        let shares = (0..parts).map(|k| share_range(block.len(), parts, k));
+        let mut rest = &mut rows[..];
+        let row_parts = shares.clone().map(move |share| {
+            let (part, tail) = core::mem::take(&mut rest).split_at_mut(share.len() * row);
+            rest = tail;
+            part
+        });
+        cores.run(work.iter_mut().zip(shares).zip(row_parts), &|_, ((core, share), rows)| {
+            let samples = block[share].iter().map(|&i| sample(i));
+            let stats = N::accumulate::<A>(weights, samples, core.scratch.reborrow(), core.grads, rows);
+            core.stats.merge(&stats);
+        });
+        if A::DEFERS_DENSE {
+            let rows = &*rows;
+            let mut rest = &mut work[0].grads[dense.clone()];
+            let mut at = dense.start;
+            let outs = (0..parts).map(move |k| {
+                let part = N::dense_part(parts, k);
+                assert_eq!(part.start, at, "contiguous parts");
+                let (out, tail) = core::mem::take(&mut rest).split_at_mut(part.len());
+                (rest, at) = (tail, part.end);
+                (part, out)
+            });
+            cores.run(outs, &|_, (part, out)| {
+                N::dense_gradients::<A>(rows, block.len(), part, out, b == 0);
+            });
+        }
+    }
+    if batch.is_empty() && A::DEFERS_DENSE {
+        work[0].grads[dense].fill(A::ZERO_ACC);
+    }
+    let _t = crate::profile::span(crate::profile::Slot::Reduce);
+    let (first, others) = work.split_first_mut().expect("at least one core");
+    let mut total = first.stats;
+    for other in others {
+        A::add_accs(&mut first.grads[own.clone()], &other.grads[own.clone()]);
+        total.merge(&other.stats);
+    }
+    total
 }
 
 /// Evaluates a run of samples.
@@ -200,6 +301,12 @@ impl<A: Arith, const P: usize, const V: usize, const C: usize, const I: usize> C
             ScratchMut { vals: &mut self.vals, accs: &mut self.accs, indices: &mut self.indices },
             &mut self.grads,
         )
+    }
+
+    /// This core's space for [`batch_gradient`].
+    pub fn work(&mut self) -> CoreWork<'_, A> {
+        let (scratch, grads) = self.split();
+        CoreWork { scratch, grads, stats: BatchStats::default() }
     }
 }
 

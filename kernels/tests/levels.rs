@@ -3,10 +3,10 @@
 //! binary, so that no other test changes the level meanwhile.
 
 use kernels::arith::Fixed;
-use kernels::heap::{HeapCore, HeapModel};
+use kernels::heap::{batch_rows, HeapCore, HeapModel};
 use kernels::rng::Rng;
 use kernels::simd::level::{self, Level};
-use kernels::train::accumulate;
+use kernels::train::{batch_gradient, Sequential};
 use kernels::{Lenet5, MxLenet, Network, IMAGE_PIXELS};
 
 fn samples(n: usize) -> Vec<(Vec<u8>, u8)> {
@@ -24,14 +24,12 @@ fn gradient<N: Network>(level: Level, data: &[(Vec<u8>, u8)]) -> Vec<i64> {
     level::force(level).expect("a supported level");
     let model = HeapModel::<Fixed>::init::<N>(5);
     let mut core = HeapCore::<Fixed>::new::<N>();
-    let (mut scratch, grads) = core.split();
-    accumulate::<N, Fixed>(
-        model.weights(),
-        data.iter().map(|(i, l)| (i.as_slice(), *l)),
-        &mut scratch,
-        grads,
-    );
-    grads.to_vec()
+    let batch: Vec<u32> = (0..data.len() as u32).collect();
+    let sample = |i: u32| (data[i as usize].0.as_slice(), data[i as usize].1);
+    let mut work = [core.work()];
+    let mut rows = batch_rows::<N, Fixed>();
+    batch_gradient::<N, Fixed, _>(&Sequential, model.weights(), &batch, &sample, &mut work, &mut rows);
+    work[0].grads.to_vec()
 }
 
 fn per_sample<N: Network>(data: &[(Vec<u8>, u8)]) -> Vec<i64> {

@@ -2,10 +2,10 @@
 //! differences, the fixed-point model against the f32 reference, and the pinned weight hash.
 
 use kernels::arith::{Arith, Fixed, Float};
-use kernels::heap::{HeapCore, HeapModel};
+use kernels::heap::{batch_rows, HeapCore, HeapModel};
 use kernels::network::IMAGE_PIXELS;
 use kernels::rng::Rng;
-use kernels::train::{accumulate, refresh_working, weight_hash, BatchStats};
+use kernels::train::{batch_gradient, refresh_working, weight_hash, BatchStats, Sequential};
 use kernels::{Lenet5, MxLenet, Network, SgdConfig};
 
 /// One model and one core's space.
@@ -26,11 +26,20 @@ impl<N: Network, A: Arith> Model<N, A> {
 
     /// Gradient sum over `samples`, into fresh accumulators.
     fn gradient(&mut self, samples: &[(Vec<u8>, u8)]) -> (Vec<A::Acc>, BatchStats) {
-        let (mut scratch, grads) = self.core.split();
-        grads.fill(A::ZERO_ACC);
-        let samples = samples.iter().map(|(i, l)| (i.as_slice(), *l));
-        let stats = accumulate::<N, A>(self.model.weights(), samples, &mut scratch, grads);
-        (grads.to_vec(), stats)
+        self.gradient_on(samples, 1)
+    }
+
+    /// [`Model::gradient`] as `cores` cores compute it (one after another: the same integers).
+    fn gradient_on(&mut self, samples: &[(Vec<u8>, u8)], cores: usize) -> (Vec<A::Acc>, BatchStats) {
+        let batch: Vec<u32> = (0..samples.len() as u32).collect();
+        let sample = |i: u32| (samples[i as usize].0.as_slice(), samples[i as usize].1);
+        let mut others: Vec<HeapCore<A>> = (1..cores).map(|_| HeapCore::new::<N>()).collect();
+        let mut work: Vec<_> =
+            std::iter::once(self.core.work()).chain(others.iter_mut().map(|c| c.work())).collect();
+        let mut rows = batch_rows::<N, A>();
+        let weights = self.model.weights();
+        let stats = batch_gradient::<N, A, _>(&Sequential, weights, &batch, &sample, &mut work, &mut rows);
+        (work[0].grads.to_vec(), stats)
     }
 
     fn step(&mut self, samples: &[(Vec<u8>, u8)]) {
@@ -228,10 +237,11 @@ fn training_lowers_the_loss() {
     assert!(after.accuracy() > 0.9);
 }
 
-/// The fixed-point fast path (`accumulate`, matrix products over blocks of samples) against the
+/// The fixed-point fast path (`batch_gradient`, matrix products over blocks of samples) against the
 /// per-sample definition (`Network::train_sample`): the same gradient integers, statistics and
 /// evaluation results, for a batch longer than one block, a short one, and weights scaled to the
-/// edge of their format (long sums far past `i32`, so every chunk boundary is exercised).
+/// edge of their format (long sums far past `i32`, so every chunk boundary is exercised); on one
+/// core and on three and four (other shares of each block, other parts of the dense gradients).
 fn fast_path_matches_per_sample_definition<N: Network>() {
     let samples = synthetic_samples(61, 70); // more than one block of 64
     for scale in [1i32, 8, 64] {
@@ -240,8 +250,8 @@ fn fast_path_matches_per_sample_definition<N: Network>() {
             *w = w.saturating_mul(scale);
         }
         m.refresh();
-        for batch in [&samples[..], &samples[..5]] {
-            let (fast, fast_stats) = m.gradient(batch);
+        for (batch, cores) in [(&samples[..], 1), (&samples[..5], 1), (&samples[..], 3), (&samples[..5], 4)] {
+            let (fast, fast_stats) = m.gradient_on(batch, cores);
             let mut slow = vec![0i64; N::PARAMS];
             let mut slow_stats = BatchStats::default();
             for (image, label) in batch {
@@ -249,9 +259,9 @@ fn fast_path_matches_per_sample_definition<N: Network>() {
                 let outcome = N::train_sample::<Fixed>(m.model.weights(), image, *label, scratch, &mut slow);
                 slow_stats.record(&outcome, *label);
             }
-            assert_eq!(fast_stats, slow_stats, "{} x{scale}: statistics", N::NAME);
+            assert_eq!(fast_stats, slow_stats, "{} x{scale} on {cores}: statistics", N::NAME);
             let first_difference = fast.iter().zip(&slow).position(|(a, b)| a != b);
-            assert_eq!(first_difference, None, "{} x{scale}: gradients differ", N::NAME);
+            assert_eq!(first_difference, None, "{} x{scale} on {cores}: gradients differ", N::NAME);
             let (mut scratch, _) = m.core.split();
             let fast_eval = kernels::train::evaluate::<N, Fixed>(
                 m.model.weights(),
@@ -271,4 +281,52 @@ fn mxlenet_fast_path_matches_per_sample_definition() {
 #[test]
 fn lenet5_fast_path_matches_per_sample_definition() {
     fast_path_matches_per_sample_definition::<Lenet5>();
+}
+
+/// `Network::dense_part` cuts the dense parameters into contiguous parts that cover them, each cut
+/// before a pair of weight rows or at the end of a layer's weights, the parts about equal.
+fn dense_parts_cover_the_dense_parameters<N: Network>() {
+    let all = N::dense_params();
+    let dense: Vec<_> = N::LAYERS.iter().filter(|l| l.weight_shape.len() == 2).collect();
+    assert_eq!(dense[0].weight_range().start, all.start);
+    assert_eq!(dense.last().unwrap().bias_range().end, all.end);
+    let weights: usize = dense.iter().map(|l| l.weight_range().len()).sum();
+    let widest = dense.iter().map(|l| 2 * l.weight_shape[1]).max().unwrap();
+    for parts in 1..=9 {
+        let mut at = all.start;
+        for k in 0..parts {
+            let part = N::dense_part(parts, k);
+            assert_eq!(part.start, at, "{}: {parts} parts, part {k} does not follow the one before", N::NAME);
+            let on_a_pair = dense.iter().any(|l| {
+                let w = l.weight_range();
+                (w.contains(&part.start) && (part.start - w.start) % (2 * l.weight_shape[1]) == 0)
+                    || part.start == w.end
+            });
+            assert!(on_a_pair, "{}: {parts} parts, cut {} inside a pair of rows", N::NAME, part.start);
+            let part_weights: usize = dense
+                .iter()
+                .map(|l| {
+                    let w = l.weight_range();
+                    w.end.min(part.end).saturating_sub(w.start.max(part.start))
+                })
+                .sum();
+            assert!(
+                part_weights <= weights / parts + widest,
+                "{}: {parts} parts, part {k} too large",
+                N::NAME
+            );
+            at = part.end;
+        }
+        assert_eq!(at, all.end, "{}: {parts} parts end where the parameters do", N::NAME);
+    }
+}
+
+#[test]
+fn mxlenet_dense_parts_cover_the_dense_parameters() {
+    dense_parts_cover_the_dense_parameters::<MxLenet>();
+}
+
+#[test]
+fn lenet5_dense_parts_cover_the_dense_parameters() {
+    dense_parts_cover_the_dense_parameters::<Lenet5>();
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kernels::heap::HeapCore;
-use kernels::train::{accumulate, BatchStats};
+use kernels::heap::{batch_rows, HeapCore};
+use kernels::train::{batch_gradient, BatchStats};
 use kernels::{Fixed, Network, Weights};
 use protocol::auth::ClusterKey;
 use protocol::fault::{FaultConfig, FaultyTransport};
@@ -17,7 +17,7 @@ use protocol::wire::ShardSpec;
 use sha2::{Digest, Sha256};
 
 use crate::mnist::Split;
-use crate::trainer::on_threads;
+use crate::trainer::Threads;
 
 /// A UDP socket connected to the master.
 pub struct UdpTransport {
@@ -64,6 +64,8 @@ pub struct SimShard<N: Network> {
     data: Split,
     hash: u64,
     cores: Vec<HeapCore<Fixed>>,
+    /// The batch rows the cores share.
+    rows: Vec<i16>,
     _net: core::marker::PhantomData<N>,
 }
 
@@ -83,7 +85,14 @@ impl<N: Network> SimShard<N> {
         hasher.update(&labels);
         let hash = u64::from_be_bytes(hasher.finalize()[..8].try_into().expect("8 bytes"));
         let cores = (0..cores.max(1)).map(|_| HeapCore::new::<N>()).collect();
-        SimShard { spec, data: Split::new(images, labels), hash, cores, _net: core::marker::PhantomData }
+        SimShard {
+            spec,
+            data: Split::new(images, labels),
+            hash,
+            cores,
+            rows: batch_rows::<N, Fixed>(),
+            _net: core::marker::PhantomData,
+        }
     }
 }
 
@@ -97,24 +106,14 @@ impl<N: Network> Shard for SimShard<N> {
     fn cores(&self) -> u8 {
         self.cores.len() as u8
     }
-    /// Each core takes a contiguous share; the shares' exact sums are added in core order.
+    /// The exact gradient of `samples` on the shard's cores ([`batch_gradient`]), added into `grads`.
     fn gradient(&mut self, weights: Weights<'_, Fixed>, samples: &[u32], grads: &mut [i64]) -> BatchStats {
         let data = &self.data;
-        let stats = on_threads(&mut self.cores, samples, |core, share| {
-            let (mut scratch, core_grads) = core.split();
-            core_grads.fill(0);
-            accumulate::<N, Fixed>(
-                weights,
-                share.iter().map(|&i| data.sample(i as usize)),
-                &mut scratch,
-                core_grads,
-            )
-        });
-        for core in &self.cores {
-            for (g, &c) in grads.iter_mut().zip(&core.grads) {
-                *g += c;
-            }
-        }
+        let mut work: Vec<_> = self.cores.iter_mut().map(|core| core.work()).collect();
+        let sample = |i: u32| data.sample(i as usize);
+        let stats =
+            batch_gradient::<N, Fixed, _>(&Threads, weights, samples, &sample, &mut work, &mut self.rows);
+        kernels::simd::add_i64(grads, work[0].grads);
         stats
     }
 }
