@@ -232,14 +232,28 @@ fn report_timers() {
     // driver only reads it.
     let mut system = unsafe { drivers::system_timer::SystemTimer::new(bsp::rpi3::SYSTEM_TIMER_BASE) };
     defmt::info!("generic timer at {=u64} Hz", generic.hz());
-    let start = system.now_us();
+    // Each measurement starts as its clock moves on to the next microsecond, so that the reading
+    // does not depend on where in a microsecond the firmware happens to be (that depends on how
+    // long the boot took): otherwise an exact 10 ms reads 10000 or 10001.
+    let start = next_microsecond(|| system.now_us());
     generic.delay_ms(10);
     let by_generic = system.now_us() - start;
-    let start = generic.now_us();
+    let start = next_microsecond(|| generic.now_us());
     system.delay_ms(10);
     let by_system = generic.now_us() - start;
     defmt::info!("10 ms by the generic timer = {=u64} us by the system timer", by_generic);
     defmt::info!("10 ms by the system timer = {=u64} us by the generic timer", by_system);
+}
+
+/// Waits until the microsecond clock `now_us` moves on, and returns its new reading.
+fn next_microsecond(now_us: impl Fn() -> u64) -> u64 {
+    let before = now_us();
+    loop {
+        let now = now_us();
+        if now != before {
+            return now;
+        }
+    }
 }
 
 /// Asks the GPU firmware what board this is and switches the activity LED on.

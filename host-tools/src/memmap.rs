@@ -119,19 +119,25 @@ impl MemoryMap {
             let _ =
                 writeln!(out, "  {:<44} {:<8} {:#010x} {:>12} bytes", s.name, s.section, s.address, s.size);
         }
-        for (name, footprint, model, cores) in [
-            ("MxLenet", Footprint::of::<MxLenet, Fixed>(), "MXLENET_MODEL", "MXLENET_CORES"),
-            ("LeNet-5", Footprint::of::<Lenet5, Fixed>(), "LENET5_MODEL", "LENET5_CORES"),
+        for (name, footprint, [model, rows, cores]) in [
+            (
+                "MxLenet",
+                Footprint::of::<MxLenet, Fixed>(),
+                ["MXLENET_MODEL", "MXLENET_ROWS", "MXLENET_CORES"],
+            ),
+            ("LeNet-5", Footprint::of::<Lenet5, Fixed>(), ["LENET5_MODEL", "LENET5_ROWS", "LENET5_CORES"]),
         ] {
             let size_of =
                 |symbol: &str| self.statics.iter().find(|s| s.name.ends_with(symbol)).map_or(0, |s| s.size);
             let _ = writeln!(
                 out,
-                "{name} training state: weights {} + optimizer {} = {} bytes ({model}: {}); per core: gradients {} + activations {} bytes, x4 = {} ({cores}: {})",
+                "{name} training state: weights {} + optimizer {} = {} bytes ({model}: {}); batch rows {} bytes ({rows}: {}); per core: gradients {} + activations {} bytes, x4 = {} ({cores}: {})",
                 footprint.weights,
                 footprint.optimizer,
                 footprint.weights + footprint.optimizer,
                 size_of(model),
+                footprint.batch_rows,
+                size_of(rows),
                 footprint.gradients_per_core,
                 footprint.activations_per_core,
                 4 * (footprint.gradients_per_core + footprint.activations_per_core),

@@ -202,7 +202,8 @@ fn exceptions_are_reported() {
     assert_eq!(status, 2, "{log}");
 }
 
-/// The static memory map: all training state is in `.bss`, sized as the kernels' footprint says,
+/// The static memory map: all training state (weights, the cores' spaces, the batch rows they
+/// share) is in `.bss`, sized as the kernels' footprint says,
 /// below the node blob area; no heap allocator is linked.
 #[test]
 fn memory_map_is_static() {
@@ -219,6 +220,9 @@ fn memory_map_is_static() {
         cores.size as usize >= 4 * (footprint.gradients_per_core + footprint.activations_per_core),
         "{cores:?}"
     );
+    let rows = map.statics.iter().find(|s| s.name == "firmware::training::MXLENET_ROWS").expect("batch rows");
+    assert_eq!(rows.section, ".bss");
+    assert!(rows.size as usize >= footprint.batch_rows, "{rows:?}");
     let end = map.sections.iter().map(|s| s.address + s.size).max().unwrap();
     assert!(end <= LOAD_ADDRESS as u64, "the firmware ends at {end:#x}, in the blob area");
     assert!(map.allocator_symbols.is_empty(), "{:?}", map.allocator_symbols);

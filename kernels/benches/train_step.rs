@@ -63,11 +63,12 @@ fn batch() -> Vec<(Vec<u8>, u8)> {
 fn print_footprint<N: Network>() {
     for (name, f) in [("fixed", Footprint::of::<N, Fixed>()), ("f32", Footprint::of::<N, Float>())] {
         println!(
-            "footprint {:8} {:5}: weights {:>9} B, optimizer {:>9} B, per core: gradients {:>9} B, activations {:>8} B; 4 cores total {:>9} B",
+            "footprint {:8} {:5}: weights {:>9} B, optimizer {:>9} B, batch rows {:>7} B, per core: gradients {:>9} B, activations {:>8} B; 4 cores total {:>9} B",
             N::NAME,
             name,
             f.weights,
             f.optimizer,
+            f.batch_rows,
             f.gradients_per_core,
             f.activations_per_core,
             f.total(4)

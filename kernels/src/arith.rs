@@ -109,10 +109,11 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
     #[doc(hidden)]
     const DEFERS_DENSE: bool = false;
 
-    /// Trains a network on one core's samples, adding their gradients into `grads`: by default one
-    /// sample at a time through the generic layers, every gradient included; [`Fixed`] runs its
-    /// matrix-product path ([`crate::fast`]), which adds the convolutions' gradients and leaves each
-    /// sample's dense inputs and deltas in `rows` ([`Arith::DEFERS_DENSE`]).
+    /// Trains a network on one core's samples, adding their gradients into `grads` (cleared first
+    /// when `first`: the step's first block): by default one sample at a time through the generic
+    /// layers, every gradient included; [`Fixed`] runs its matrix-product path ([`crate::fast`]),
+    /// which writes or adds the convolutions' gradients and leaves each sample's dense inputs and
+    /// deltas in `rows` ([`Arith::DEFERS_DENSE`]).
     #[doc(hidden)]
     #[allow(private_interfaces)]
     fn accumulate_conv_net<'s, const D: usize>(
@@ -120,9 +121,12 @@ pub trait Arith: Copy + Default + Send + Sync + Debug + 'static {
         weights: Weights<'_, Self>,
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         mut scratch: ScratchMut<'_, Self>,
-        grads: &mut [Self::Acc],
+        (grads, first): (&mut [Self::Acc], bool),
         _rows: &mut [Self::Val],
     ) -> BatchStats {
+        if first {
+            grads.fill(Self::ZERO_ACC);
+        }
         let mut stats = BatchStats::default();
         for (image, label) in samples {
             let outcome = net.train_sample::<Self>(weights, image, label, scratch.reborrow(), grads);
@@ -278,7 +282,7 @@ impl Arith for Fixed {
         weights: Weights<'_, Self>,
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         scratch: ScratchMut<'_, Self>,
-        grads: &mut [i64],
+        grads: (&mut [i64], bool),
         rows: &mut [i16],
     ) -> BatchStats {
         crate::fast::accumulate_rows(net, weights, samples, scratch, grads, rows)

@@ -341,10 +341,11 @@ macro_rules! conv_net_model {
                 samples: impl IntoIterator<Item = (&'s [u8], u8)>,
                 scratch: $crate::network::ScratchMut<'_, A>,
                 grads: &mut [A::Acc],
+                first_block: bool,
                 rows: &mut [A::Val],
             ) -> $crate::train::BatchStats {
                 assert_eq!(grads.len(), Self::PARAMS);
-                A::accumulate_conv_net(&$net, w, samples, scratch, grads, rows)
+                A::accumulate_conv_net(&$net, w, samples, scratch, (grads, first_block), rows)
             }
 
             fn dense_params() -> core::ops::Range<usize> {

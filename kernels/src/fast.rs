@@ -39,13 +39,14 @@ use crate::{tanh, Arith, Fixed};
 pub const BLOCK: usize = 64;
 
 /// Samples whose convolution weight gradients are summed in one pass, per convolution: their
-/// patch rows, winners and deltas are kept until then, so each filter's `i64` accumulators are
-/// read and written once per block (the second convolution's 25,050 of them were 400 kB per
-/// sample), and each filter's product has the block's terms over the same columns. The first
-/// convolution's filters already have 144 terms per sample, and longer lists only cost it more
-/// chunk cuts, so it sums per sample (measured: 163k instructions per sample that way, 197k in
-/// blocks of eight). Divisors of [`BLOCK`].
-pub const CONV_BLOCKS: [usize; 2] = [1, 8];
+/// patch rows, winners and deltas are kept until then, so each filter's `i64` sums are touched
+/// once per block (written by a step's first block, read and written by the others), and each
+/// filter's product has the block's terms over the same columns. Sixteen samples make one block of
+/// a core's share on four cores (64 per step); the second convolution's 25,050 sums take blocks of
+/// 32 on fewer cores, so that one core also touches them only twice per step (measured on MxLenet,
+/// instructions per sample about the same from blocks of 1 and 8 up: the chunks are longer, the
+/// term lists too; the kept patches are 0.5 and 2 MB per core). Divisors of [`BLOCK`].
+pub const CONV_BLOCKS: [usize; 2] = [16, 32];
 
 /// Values of room after the last row of a matrix the micro-kernel reads, so that a row's last
 /// few columns can be one full 32-column tile reading on into the room (see
@@ -546,7 +547,7 @@ fn conv_backward(
 }
 
 /// The weight and bias gradients of a convolution block over the first `samples` samples of the
-/// block, added into `grads`: per filter one product whose terms are the samples' winners (each
+/// block, written or added into `grads`: per filter one product whose terms are the samples' winners (each
 /// a patch row, scaled by its window's delta), in sample and window order (the sum is exact in
 /// any order).
 fn conv_flush(
@@ -554,7 +555,7 @@ fn conv_flush(
     block: &ConvBlock,
     c: &ConvSpace<'_>,
     samples: usize,
-    grads: &mut [i64],
+    (grads, write): (&mut [i64], Write),
     terms: &mut Terms<'_>,
 ) {
     let _t = span(Slot::Layer(layer, Phase::WeightGradient));
@@ -580,10 +581,17 @@ fn conv_flush(
             terms.len += windows;
         }
         if terms.len > 0 {
-            *g_b += sum_i16(&terms.coeffs[..terms.len]);
+            let bias = sum_i16(&terms.coeffs[..terms.len]);
+            match write {
+                Write::Set => *g_b = bias,
+                Write::Add => *g_b += bias,
+            }
             terms.schedule(patch_limit);
-            terms.apply(g_filter, Write::Add, c.patches); // the block's rows and the slack after them
-            profile::count_traffic(layer, 16 * (k_len + 1));
+            terms.apply(g_filter, write, c.patches); // the block's rows and the slack after them
+            profile::count_traffic(layer, accumulator_bytes(write) * (k_len + 1));
+        } else if write == Write::Set {
+            g_filter.fill(0);
+            *g_b = 0;
         }
     }
 }
@@ -663,15 +671,14 @@ fn input_gradient(
 }
 
 /// Backward pass of sample `slot`, whose output delta is already in its batch row `row`: dense
-/// deltas into the row (their weight gradients wait for [`dense_gradients`]), convolution
-/// gradients into `grads`.
+/// deltas into the row (their weight gradients wait for [`dense_gradients`]), the convolutions'
+/// deltas and patches kept for their weight gradients ([`conv_flush`]).
 fn backward<const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     space: &mut Space<'_, D>,
     row: &mut [i16],
     slot: usize,
-    grads: &mut [i64],
 ) {
     let [c0, c1] = &mut space.conv;
     let mut frac = 0;
@@ -707,11 +714,6 @@ fn backward<const D: usize>(
     let grad_pooled = Some(&mut *c0.grad_pooled);
     frac = conv_backward(1, &net.conv[1], c1, slot % CONV_BLOCKS[1], frac, grad_pooled, &mut space.terms);
     conv_backward(0, &net.conv[0], c0, slot % CONV_BLOCKS[0], frac, None, &mut space.terms);
-    for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
-        if (slot + 1).is_multiple_of(CONV_BLOCKS[layer]) {
-            conv_flush(layer, block, c, CONV_BLOCKS[layer], grads, &mut space.terms);
-        }
-    }
 }
 
 /// Part `k` of `parts` of the dense layers' parameters ([`ConvNet::dense_params`]), in the flat
@@ -779,10 +781,7 @@ pub(crate) fn dense_gradients<const D: usize>(
         len: 0,
         chunks: 0,
     };
-    let bytes = match write {
-        Write::Set => 8,
-        Write::Add => 16,
-    };
+    let bytes = accumulator_bytes(write);
     let mut input_at = 0;
     for (i, block) in net.dense.iter().enumerate() {
         let _t = span(Slot::Layer(2 + i, Phase::WeightGradient));
@@ -840,16 +839,24 @@ pub(crate) fn dense_gradients<const D: usize>(
     }
 }
 
+/// Bytes of `i64` accumulators one value costs: written, or read and written.
+const fn accumulator_bytes(write: Write) -> usize {
+    match write {
+        Write::Set => 8,
+        Write::Add => 16,
+    }
+}
+
 /// [`crate::train::batch_gradient`]'s work on one core on the fast path: the forward and backward
-/// passes of `samples` (at most [`BLOCK`]), their convolution gradients added into `grads`, and
-/// each sample's dense inputs and deltas left in its row of `rows` (one [`ConvNet::batch_row`]
-/// per sample, in order) for [`dense_gradients`].
+/// passes of `samples` (at most [`BLOCK`]), their convolution gradients written (`first`: the
+/// step's first block) or added into `grads`, and each sample's dense inputs and deltas left in
+/// its row of `rows` (one [`ConvNet::batch_row`] per sample, in order) for [`dense_gradients`].
 pub(crate) fn accumulate_rows<'s, const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     samples: impl IntoIterator<Item = (&'s [u8], u8)>,
     scratch: ScratchMut<'_, Fixed>,
-    grads: &mut [i64],
+    (grads, first): (&mut [i64], bool),
     rows: &mut [i16],
 ) -> BatchStats {
     let mut space = carve(net, scratch);
@@ -861,6 +868,9 @@ pub(crate) fn accumulate_rows<'s, const D: usize>(
     let last = &net.dense[D - 1].dense;
     let row_len = net.batch_row();
     let last_delta_at = row_len - last.outputs;
+    // Whether a convolution's sums are still to be written (the first flush of the step's first
+    // block writes them, so they are never cleared and read back).
+    let mut fresh = [first; 2];
     let mut slot = 0;
     for (image, label) in samples {
         let row = rows.get_mut(slot * row_len..(slot + 1) * row_len).expect("a batch row per sample");
@@ -872,13 +882,26 @@ pub(crate) fn accumulate_rows<'s, const D: usize>(
             softmax_cross_entropy::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize, delta);
         drop(t);
         stats.record(&outcome, label);
-        backward(net, w, &mut space, row, slot, grads);
+        backward(net, w, &mut space, row, slot);
         slot += 1;
+        for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
+            if slot.is_multiple_of(CONV_BLOCKS[layer]) {
+                let write = if fresh[layer] { Write::Set } else { Write::Add };
+                conv_flush(layer, block, c, CONV_BLOCKS[layer], (grads, write), &mut space.terms);
+                fresh[layer] = false;
+            }
+        }
     }
     for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
-        let pending = slot % CONV_BLOCKS[layer]; // samples since the last flush (in `backward`)
+        let pending = slot % CONV_BLOCKS[layer]; // samples since the last flush
+        let write = if fresh[layer] { Write::Set } else { Write::Add };
         if pending > 0 {
-            conv_flush(layer, block, c, pending, grads, &mut space.terms);
+            conv_flush(layer, block, c, pending, (grads, write), &mut space.terms);
+        } else if write == Write::Set {
+            // No sample: the step's sums start at zero.
+            let (weights, biases) = block.spec.params_mut(grads);
+            weights.fill(0);
+            biases.fill(0);
         }
     }
     stats

@@ -234,14 +234,16 @@ pub trait Network: Copy + Default + Send + Sync + core::fmt::Debug + 'static {
 
     /// One core's part of [`crate::train::batch_gradient`]: forward and backward passes on
     /// `samples` (at most [`crate::train::BLOCK`]), adding their gradients into `grads` (length
-    /// `PARAMS`), except the dense layers' where the arithmetic defers them
-    /// ([`Arith::DEFERS_DENSE`](crate::Arith)): those it leaves in `rows` (this core's samples'
-    /// part of the batch rows, in order) for [`Network::dense_gradients`].
+    /// `PARAMS`; the sums start from zero when `first_block`, the step's first), except the dense
+    /// layers' where the arithmetic defers them ([`Arith::DEFERS_DENSE`](crate::Arith)): those it
+    /// leaves in `rows` (this core's samples' part of the batch rows, in order) for
+    /// [`Network::dense_gradients`], and their part of `grads` is left alone.
     fn accumulate<'s, A: Arith>(
         weights: Weights<'_, A>,
         samples: impl IntoIterator<Item = (&'s [u8], u8)>,
         scratch: ScratchMut<'_, A>,
         grads: &mut [A::Acc],
+        first_block: bool,
         rows: &mut [A::Val],
     ) -> crate::train::BatchStats;
 

@@ -153,8 +153,8 @@ pub struct CoreWork<'a, A: Arith> {
 /// (one entry per core), left in `work[0].grads`; returns the batch's statistics.
 ///
 /// The batch goes in blocks of [`BLOCK`] samples. In each block every core takes a contiguous
-/// share, runs its samples' forward and backward passes, adds their convolution gradients into its
-/// own sums and leaves their dense inputs and deltas in its share of the block's `rows`
+/// share, runs its samples' forward and backward passes, writes (in the first block) or adds their
+/// convolution gradients into its own sums and leaves their dense inputs and deltas in its share of the block's `rows`
 /// (`N::BATCH_ROWS` values, shared); then every core computes a part of the dense layers'
 /// gradients over the whole block ([`Network::dense_part`]) straight into the first core's sums,
 /// so those `i64` sums are touched once per block, however many cores there are. At the end the
@@ -181,7 +181,6 @@ where
     // The part each core sums itself: the convolutions' where the dense gradients are deferred.
     let own = if A::DEFERS_DENSE { 0..dense.start } else { 0..N::PARAMS };
     for core in work.iter_mut() {
-        core.grads[own.clone()].fill(A::ZERO_ACC);
         core.stats = BatchStats::default();
     }
     for (b, block) in batch.chunks(BLOCK).enumerate() {
@@ -194,7 +193,8 @@ where
         });
         cores.run(work.iter_mut().zip(shares).zip(row_parts), &|_, ((core, share), rows)| {
             let samples = block[share].iter().map(|&i| sample(i));
-            let stats = N::accumulate::<A>(weights, samples, core.scratch.reborrow(), core.grads, rows);
+            let stats =
+                N::accumulate::<A>(weights, samples, core.scratch.reborrow(), core.grads, b == 0, rows);
             core.stats.merge(&stats);
         });
         if A::DEFERS_DENSE {
@@ -213,8 +213,10 @@ where
             });
         }
     }
-    if batch.is_empty() && A::DEFERS_DENSE {
-        work[0].grads[dense].fill(A::ZERO_ACC);
+    if batch.is_empty() {
+        for core in work.iter_mut() {
+            core.grads.fill(A::ZERO_ACC);
+        }
     }
     let _t = crate::profile::span(crate::profile::Slot::Reduce);
     let (first, others) = work.split_first_mut().expect("at least one core");
@@ -317,6 +319,8 @@ pub struct Footprint {
     pub weights: usize,
     /// Optimizer state (momentum).
     pub optimizer: usize,
+    /// The batch rows the cores share ([`batch_gradient`]).
+    pub batch_rows: usize,
     /// Gradient accumulators, per core.
     pub gradients_per_core: usize,
     /// Activations and other scratch, per core.
@@ -330,12 +334,16 @@ impl Footprint {
         Footprint {
             weights: p * (core::mem::size_of::<A::Param>() + core::mem::size_of::<A::Val>()),
             optimizer: p * core::mem::size_of::<A::Param>(),
+            batch_rows: N::BATCH_ROWS * core::mem::size_of::<A::Val>(),
             gradients_per_core: p * core::mem::size_of::<A::Acc>(),
             activations_per_core: ScratchSize::bytes::<A>(N::SCRATCH),
         }
     }
     /// Total for `cores` cores.
     pub const fn total(&self, cores: usize) -> usize {
-        self.weights + self.optimizer + cores * (self.gradients_per_core + self.activations_per_core)
+        self.weights
+            + self.optimizer
+            + self.batch_rows
+            + cores * (self.gradients_per_core + self.activations_per_core)
     }
 }

@@ -241,7 +241,8 @@ fn training_lowers_the_loss() {
 /// per-sample definition (`Network::train_sample`): the same gradient integers, statistics and
 /// evaluation results, for a batch longer than one block, a short one, and weights scaled to the
 /// edge of their format (long sums far past `i32`, so every chunk boundary is exercised); on one
-/// core and on three and four (other shares of each block, other parts of the dense gradients).
+/// core and on three and four (other shares of each block, other parts of the dense gradients, a
+/// core without samples), each time into sums that still hold the previous gradient.
 fn fast_path_matches_per_sample_definition<N: Network>() {
     let samples = synthetic_samples(61, 70); // more than one block of 64
     for scale in [1i32, 8, 64] {
@@ -250,7 +251,14 @@ fn fast_path_matches_per_sample_definition<N: Network>() {
             *w = w.saturating_mul(scale);
         }
         m.refresh();
-        for (batch, cores) in [(&samples[..], 1), (&samples[..5], 1), (&samples[..], 3), (&samples[..5], 4)] {
+        let runs = [
+            (&samples[..], 1),
+            (&samples[..5], 1),
+            (&samples[..], 3),
+            (&samples[..5], 4),
+            (&samples[..3], 4),
+        ];
+        for (batch, cores) in runs {
             let (fast, fast_stats) = m.gradient_on(batch, cores);
             let mut slow = vec![0i64; N::PARAMS];
             let mut slow_stats = BatchStats::default();
