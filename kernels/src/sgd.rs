@@ -55,6 +55,10 @@ struct Fused {
     half: i64,
     e: u32,
     batch: i64,
+    /// `log2(batch)` where the batch is a power of two: the division is then a shift (floor
+    /// division by `2^k` is an arithmetic shift right by `k`), where `div_euclid` would be one
+    /// 64-bit divide per parameter (half the scalar step's time on x86-64).
+    batch_shift: Option<u32>,
 }
 
 impl Fused {
@@ -78,6 +82,7 @@ impl Fused {
             half: scale(batch, 1, e - 1)?,
             e,
             batch,
+            batch_shift: (batch as u64).is_power_of_two().then(|| (batch as u64).trailing_zeros()),
         })
     }
 
@@ -104,7 +109,10 @@ impl Fused {
         // The low 64 bits of `numerator >> e`, from its two halves (1 <= e <= 63).
         let (low, high) = (numerator as u64, (numerator >> 64) as u64);
         let shifted = ((low >> self.e) | (high << (64 - self.e))) as i64;
-        shifted.div_euclid(self.batch)
+        match self.batch_shift {
+            Some(k) => shifted >> k,
+            None => shifted.div_euclid(self.batch),
+        }
     }
 }
 
