@@ -7,6 +7,9 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use kernels::train::Cores;
+use spin::Mutex;
+
 use crate::bsp::rpi3::{LOCAL_PERIPHERALS_BASE, SPIN_TABLE};
 use crate::drivers::core_mailbox::CoreMailboxes;
 
@@ -149,5 +152,34 @@ pub fn run_on_cores<F: Fn(usize) + Sync>(cores: usize, work: &F) {
             break;
         }
         sleep();
+    }
+}
+
+/// The Pi's cores as [`Cores`] for [`kernels::train::batch_gradient`]: each item handed to a core
+/// through a slot of its own.
+pub struct PiCores;
+
+impl Cores for PiCores {
+    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync)) {
+        let slots: [Mutex<Option<T>>; CORES] = core::array::from_fn(|_| Mutex::new(None));
+        let mut items = items.fuse();
+        let mut count = 0;
+        for (slot, item) in slots.iter().zip(&mut items) {
+            *slot.lock() = Some(item);
+            count += 1;
+        }
+        assert!(items.next().is_none(), "at most one item per core");
+        run_on_cores(count, &|core| {
+            if let Some(item) = slots[core].lock().take() {
+                job(core, item);
+            }
+        });
+        // Cores that are not online (`run_on_cores` uses only those) leave their item: core 0
+        // runs it, so that no share of a batch is lost.
+        for (core, slot) in slots.iter().enumerate() {
+            if let Some(item) = slot.lock().take() {
+                job(core, item);
+            }
+        }
     }
 }

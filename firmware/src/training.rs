@@ -8,14 +8,14 @@
 use kernels::arith::{Arith, SgdConfig};
 use kernels::rng::epoch_order;
 use kernels::train::{apply_update, batch_gradient, init_params, refresh_working, weight_hash};
-use kernels::train::{BatchStats, CoreState, CoreWork, Cores, ModelState};
+use kernels::train::{BatchStats, CoreState, CoreWork, ModelState};
 use kernels::{Fixed, Lenet5, MxLenet, Network, Weights};
 use protocol::blob::{Blob, Settings};
 use protocol::wire::ModelId;
 use spin::Mutex;
 
 use crate::arch::aarch64::pmu;
-use crate::smp::{run_on_cores, CORES};
+use crate::smp::{PiCores, CORES};
 
 /// The most samples a shard may hold: the whole MNIST training set.
 pub const MAX_SAMPLES: usize = 60_000;
@@ -91,35 +91,6 @@ pub fn train(blob: &Blob<&[u8]>, cores: usize) -> Result<TrainSummary, TrainErro
             &LENET5_ROWS,
         ),
     })
-}
-
-/// The Pi's cores as [`Cores`] for [`batch_gradient`]: each item handed to a core through a slot
-/// of its own.
-struct PiCores;
-
-impl Cores for PiCores {
-    fn run<T: Send>(&self, items: impl Iterator<Item = T>, job: &(dyn Fn(usize, T) + Sync)) {
-        let slots: [Mutex<Option<T>>; CORES] = core::array::from_fn(|_| Mutex::new(None));
-        let mut items = items.fuse();
-        let mut count = 0;
-        for (slot, item) in slots.iter().zip(&mut items) {
-            *slot.lock() = Some(item);
-            count += 1;
-        }
-        assert!(items.next().is_none(), "at most one item per core");
-        run_on_cores(count, &|core| {
-            if let Some(item) = slots[core].lock().take() {
-                job(core, item);
-            }
-        });
-        // Cores that are not online (`run_on_cores` uses only those) leave their item: core 0
-        // runs it, so that no share of a batch is lost.
-        for (core, slot) in slots.iter().enumerate() {
-            if let Some(item) = slot.lock().take() {
-                job(core, item);
-            }
-        }
-    }
 }
 
 /// One batch's exact gradient on `cores` cores ([`batch_gradient`]), left in core 0's gradient
