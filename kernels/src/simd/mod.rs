@@ -176,7 +176,8 @@ pub fn max_u32_scalar(values: &[u32]) -> Option<u32> {
 /// registers (`trn1`/`trn2` at 16, 32 and 64 bits: 40 instructions per 64 values, where the scalar
 /// loop takes about ten per value on the strict-align target), and the ragged edges eight values
 /// at a time by lane loads or stores (the convolutions' patch matrices have 25, 150 or 500 rows);
-/// only the corner and other platforms use [`transpose_i16_scalar`].
+/// only the corner and other platforms use [`transpose_i16_scalar`]. x86-64 moves 8 x 8 blocks
+/// through SSE2 registers, the ragged edges as blocks overlapping the last whole ones.
 pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
     assert!(columns > 0 && from.len().is_multiple_of(columns), "transpose of a ragged matrix");
     assert_eq!(from.len(), to.len(), "transpose into a buffer of another size");
@@ -256,6 +257,7 @@ fn no_min_values(v: &[i16]) -> bool {
 mod platform {
     pub use super::add_rows_i64_scalar as add_rows_i64;
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
+    use super::level::{self, Level};
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
     pub use super::round_to_i16_scalar as round_to_i16;
@@ -269,7 +271,71 @@ mod platform {
     }
 
     pub use super::add_i64_scalar as add_i64;
-    pub use super::transpose_i16_scalar as transpose_i16;
+
+    /// Where blocks of `block` values start to cover `0..len` (`len >= block`): every multiple of
+    /// `block` that leaves a whole block, then `len - block` for the ragged end. The last block
+    /// overlaps the one before it; the kernels that use this compute every output from the inputs
+    /// alone, so the overlapped outputs are written again with the same values, which is cheaper
+    /// than a scalar loop for the edge.
+    pub(super) fn block_starts(len: usize, block: usize) -> impl Iterator<Item = usize> {
+        debug_assert!(len >= block);
+        let whole = (0..len / block).map(move |b| b * block);
+        whole.chain((!len.is_multiple_of(block)).then(|| len - block))
+    }
+
+    /// [`super::transpose_i16`] in 8 x 8 blocks through SSE2 registers (`punpck*` at 16, 32 and
+    /// 64 bits: 24 shuffles per 64 values). The ragged edges are blocks that overlap the last
+    /// whole ones (the patch matrices have 25, 150 or 500 rows); a matrix with fewer than eight
+    /// rows or columns, and the forced scalar level, take [`super::transpose_i16_scalar`].
+    pub fn transpose_i16(from: &[i16], columns: usize, to: &mut [i16]) {
+        let rows = from.len() / columns;
+        if rows < 8 || columns < 8 || level::current() == Level::Scalar {
+            return super::transpose_i16_scalar(from, columns, to);
+        }
+        // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU runs it.
+        unsafe { transpose_blocks(from, columns, rows, to) }
+    }
+
+    /// The blocks of [`transpose_i16`] (`rows` and `columns` at least 8).
+    #[target_feature(enable = "sse2")]
+    fn transpose_blocks(from: &[i16], columns: usize, rows: usize, to: &mut [i16]) {
+        for j0 in block_starts(rows, 8) {
+            for i0 in block_starts(columns, 8) {
+                let load = |j: usize| {
+                    let row: &[i16; 8] = from[(j0 + j) * columns + i0..][..8].try_into().expect("8 values");
+                    // SAFETY: `row` holds 16 bytes; `loadu` has no alignment requirement.
+                    unsafe { _mm_loadu_si128(row.as_ptr().cast()) }
+                };
+                let a: [__m128i; 8] = core::array::from_fn(load);
+                // Pairs of rows interleaved by 16, then 32, then 64 bits: each step doubles the
+                // run of one column's values, until a register holds a whole column of the block.
+                let t: [__m128i; 8] = core::array::from_fn(|k| {
+                    let (x, y) = (a[k / 2 * 2], a[k / 2 * 2 + 1]);
+                    if k % 2 == 0 {
+                        _mm_unpacklo_epi16(x, y)
+                    } else {
+                        _mm_unpackhi_epi16(x, y)
+                    }
+                });
+                // u[k] holds columns 2(k % 4) and 2(k % 4) + 1 of rows 4(k / 4)..+4.
+                let u: [__m128i; 8] = core::array::from_fn(|k| {
+                    let (x, y) = (t[k / 4 * 4 + k % 4 / 2], t[k / 4 * 4 + k % 4 / 2 + 2]);
+                    if k % 2 == 0 {
+                        _mm_unpacklo_epi32(x, y)
+                    } else {
+                        _mm_unpackhi_epi32(x, y)
+                    }
+                });
+                for (i, at) in (i0..i0 + 8).enumerate() {
+                    let (x, y) = (u[i / 2], u[i / 2 + 4]);
+                    let column = if i % 2 == 0 { _mm_unpacklo_epi64(x, y) } else { _mm_unpackhi_epi64(x, y) };
+                    let out: &mut [i16; 8] = (&mut to[at * rows + j0..][..8]).try_into().expect("8 values");
+                    // SAFETY: `out` holds 16 bytes; `storeu` has no alignment requirement.
+                    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), column) };
+                }
+            }
+        }
+    }
 
     const LANES: usize = 8;
 
@@ -1039,6 +1105,23 @@ mod tests {
                         assert_eq!(scalar[i * rows + j], from[j * columns + i], "{rows} x {columns}");
                     }
                 }
+            }
+        }
+    }
+
+    /// [`transpose_i16`] at the layers' shapes (patch matrices of 25, 150 and 500 rows) and
+    /// others around them, where the x86-64 blocks overlap in one direction or both.
+    #[test]
+    fn transpose_matches_scalar_at_large_shapes() {
+        let mut rng = Rng::new(12);
+        let from: [i16; 7000] = core::array::from_fn(|_| rng.next_u64() as i16);
+        for (rows, columns) in [(25, 64), (25, 240), (150, 16), (150, 40), (500, 8), (500, 12), (8, 750)] {
+            for (rows, columns) in [(rows, columns), (rows + 1, columns - 1), (columns, rows)] {
+                let n = rows * columns;
+                let (mut fast, mut scalar) = ([0i16; 7000], [0i16; 7000]);
+                transpose_i16(&from[..n], columns, &mut fast[..n]);
+                transpose_i16_scalar(&from[..n], columns, &mut scalar[..n]);
+                assert!(fast == scalar, "{rows} x {columns}");
             }
         }
     }
