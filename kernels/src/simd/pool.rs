@@ -4,8 +4,9 @@
 //!
 //! aarch64 does eight values, or eight windows, per loop trip in NEON (the scalar loops take
 //! about 36 instructions per window on the strict-align target, where even the compiler's own
-//! vectorisation of the rounding moves every `i64` through the stack); other platforms and the
-//! ragged ends use the scalar definitions, which the tests compare them with.
+//! vectorisation of the rounding moves every `i64` through the stack); x86-64 takes eight (or
+//! four) windows at a time in SSE2; other platforms and the ragged ends use the scalar
+//! definitions, which the tests compare them with.
 
 /// Window positions, in window order: top left, top right, bottom left, bottom right.
 pub const WINDOW: usize = 4;
@@ -108,12 +109,131 @@ pub fn tanh_backward_all_scalar(grads: &[i64], grad_frac: u32, ys: &[i16], out: 
     }
 }
 
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 mod platform {
     pub use super::tanh_backward_all_scalar as tanh_backward_all;
     pub use super::tanh_in_place_scalar as tanh_in_place;
     pub use super::tanh_inputs_scalar as tanh_inputs;
     pub use super::window_max_scalar as window_max;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod platform {
+    pub use super::tanh_backward_all_scalar as tanh_backward_all;
+    pub use super::tanh_in_place_scalar as tanh_in_place;
+    pub use super::tanh_inputs_scalar as tanh_inputs;
+    use crate::simd::level::{self, Level};
+    use crate::simd::platform::block_starts;
+    use core::arch::x86_64::*;
+
+    /// [`super::window_max`] eight windows at a time in SSE2 (MxLenet's rows of 12 windows as
+    /// two overlapping eights), or four at a time for rows of four to seven windows (its second
+    /// layer's rows of 4); rows of fewer and the forced scalar level take the definition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn window_max(
+        top: &[i16],
+        bottom: &[i16],
+        corner: u32,
+        width: u32,
+        range: (i16, i16),
+        largest: &mut [i16],
+        at: &mut [u32],
+    ) -> bool {
+        let windows = largest.len();
+        let block = if windows >= 8 { 8 } else { 4 };
+        if windows < 4 || level::current() == Level::Scalar {
+            return super::window_max_scalar(top, bottom, corner, width, range, largest, at);
+        }
+        let mut outside = false;
+        for first in block_starts(windows, block) {
+            // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU runs it.
+            outside |= unsafe { windows_from(top, bottom, corner, width, range, largest, at, first, block) };
+        }
+        outside
+    }
+
+    /// `block` (4 or 8) windows of [`window_max`] from window `first`: whether one is outside
+    /// the range.
+    ///
+    /// The even and odd values of each row (the windows' left and right columns) are split by
+    /// 32-bit shifts and packed back into 16-bit lanes (exact: every value is a sign-extended
+    /// `i16`). Each lane's offset in the plane starts at the bottom right's, `width + 1`, then
+    /// becomes the bottom left's, the top right's and the top left's where that position equals
+    /// the largest value: later tests override earlier ones, so the first equal position in
+    /// window order wins, as in the definition. `width < 2^15`, so the offsets fit 16-bit lanes,
+    /// which are widened to 32 bits and added to the windows' corners (no wrap: the caller
+    /// asserts that `corner + 2 * windows + width` fits a `u32`). Four windows are the lower
+    /// half of the lanes, one register per row.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "sse2")]
+    fn windows_from(
+        top: &[i16],
+        bottom: &[i16],
+        corner: u32,
+        width: u32,
+        (lowest, highest): (i16, i16),
+        largest: &mut [i16],
+        at: &mut [u32],
+        first: usize,
+        block: usize,
+    ) -> bool {
+        let row = |values: &[i16]| {
+            let values = &values[2 * first..][..2 * block];
+            let half = |h: usize| {
+                let eight: &[i16; 8] = values[8 * h..][..8].try_into().expect("8 values");
+                // SAFETY: `eight` holds 16 bytes; `loadu` has no alignment requirement.
+                unsafe { _mm_loadu_si128(eight.as_ptr().cast()) }
+            };
+            // Four windows: the upper lanes repeat the lower ones and are not stored.
+            let (a, b) = if block == 8 { (half(0), half(1)) } else { (half(0), half(0)) };
+            let left = |v| _mm_srai_epi32(_mm_slli_epi32(v, 16), 16);
+            let right = |v| _mm_srai_epi32(v, 16);
+            (_mm_packs_epi32(left(a), left(b)), _mm_packs_epi32(right(a), right(b)))
+        };
+        let ((tl, tr), (bl, br)) = (row(top), row(bottom));
+        let m = _mm_max_epi16(_mm_max_epi16(tl, tr), _mm_max_epi16(bl, br));
+        let select = |mask, yes, no| _mm_or_si128(_mm_and_si128(mask, yes), _mm_andnot_si128(mask, no));
+        let mut offset = _mm_set1_epi16((width + 1) as u16 as i16);
+        offset = select(_mm_cmpeq_epi16(bl, m), _mm_set1_epi16(width as i16), offset);
+        offset = select(_mm_cmpeq_epi16(tr, m), _mm_set1_epi16(1), offset);
+        offset = _mm_andnot_si128(_mm_cmpeq_epi16(tl, m), offset);
+        let zero = _mm_setzero_si128();
+        let base = corner + 2 * first as u32;
+        let steps = |s: u32| {
+            _mm_setr_epi32(
+                (base + s) as i32,
+                (base + s + 2) as i32,
+                (base + s + 4) as i32,
+                (base + s + 6) as i32,
+            )
+        };
+        let at_low = _mm_add_epi32(_mm_unpacklo_epi16(offset, zero), steps(0));
+        let at_high = _mm_add_epi32(_mm_unpackhi_epi16(offset, zero), steps(8));
+        let out = _mm_or_si128(
+            _mm_cmpgt_epi16(m, _mm_set1_epi16(highest)),
+            _mm_cmpgt_epi16(_mm_set1_epi16(lowest), m),
+        );
+        let largest = &mut largest[first..][..block];
+        let at = &mut at[first..][..block];
+        if block == 8 {
+            // SAFETY: `largest` holds 8 values (16 bytes) and `at` 8 (32 bytes); `storeu` has no
+            // alignment requirement.
+            unsafe {
+                _mm_storeu_si128(largest.as_mut_ptr().cast(), m);
+                _mm_storeu_si128(at.as_mut_ptr().cast(), at_low);
+                _mm_storeu_si128(at.as_mut_ptr().add(4).cast(), at_high);
+            }
+            _mm_movemask_epi8(out) != 0
+        } else {
+            // SAFETY: `largest` holds 4 values (8 bytes, `storel_epi64` writes 8) and `at` 4
+            // (16 bytes); neither store needs alignment.
+            unsafe {
+                _mm_storel_epi64(largest.as_mut_ptr().cast(), m);
+                _mm_storeu_si128(at.as_mut_ptr().cast(), at_low);
+            }
+            _mm_movemask_epi8(out) & 0xff != 0
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -568,9 +688,10 @@ mod tests {
         }
     }
 
-    /// [`window_max`] against its definition at every window count up to 20, on values drawn from
-    /// a handful so that ties at every position occur, at the extremes, and with ranges that
-    /// leave some windows outside or none.
+    /// [`window_max`] against its definition at every window count up to 20 (whole and
+    /// overlapping blocks of vector lanes), on values drawn from a handful so that ties at every
+    /// position occur, at the extremes, with ranges that leave some windows outside or none, and
+    /// at the widest plane with offsets up to the largest `u32`.
     #[test]
     fn window_max_matches_the_definition() {
         let mut rng = Rng::new(12);
@@ -582,7 +703,11 @@ mod tests {
                     *v = palette[rng.below(palette.len() as u64) as usize];
                 }
                 let range = [(-32767, 32767), (-5, 7), (0, 3), (-4, 32766)][trial % 4];
-                let (corner, width) = (rng.below(1000) as u32, 2 * windows as u32 + rng.below(5) as u32);
+                let (corner, width) = match trial % 5 {
+                    // The widest plane and the last corners the offsets may reach.
+                    4 => (u32::MAX - 32767 - 40, 32767),
+                    _ => (rng.below(1000) as u32, 2 * windows as u32 + rng.below(5) as u32),
+                };
                 let (mut largest, mut at) = ([0i16; 20], [0u32; 20]);
                 let (mut want, mut want_at) = ([0i16; 20], [0u32; 20]);
                 let (t, b) = (&top[..2 * windows], &bottom[..2 * windows]);
