@@ -5,7 +5,7 @@
 //! aarch64 does eight values, or eight windows, per loop trip in NEON (the scalar loops take
 //! about 36 instructions per window on the strict-align target, where even the compiler's own
 //! vectorisation of the rounding moves every `i64` through the stack); x86-64 takes eight (or
-//! four) windows at a time in SSE2; other platforms and the ragged ends use the scalar
+//! four) windows at a time in SSE2, and rounds eight accumulators at a time with AVX-512; other platforms and the ragged ends use the scalar
 //! definitions, which the tests compare them with.
 
 /// Window positions, in window order: top left, top right, bottom left, bottom right.
@@ -17,7 +17,8 @@ pub const WINDOW: usize = 4;
 ///
 /// The accumulators of a layer are sums of at most a few thousand products below 2^30 and a
 /// bias below 2^55, far from the `i64` limits, so the additions never wrap; NEON's rounding shift
-/// (`srshl` by `-right`) adds the half before shifting as the scalar code does.
+/// (`srshl` by `-right`) adds the half before shifting as the scalar code does. x86-64 does eight
+/// at a time at the AVX-512 level (`vpsraq`, `vpmovsqw`), the definition below it.
 pub fn tanh_inputs(pre: &[i64], bias: i64, right: u32, out: &mut [i16]) {
     assert_eq!(pre.len(), out.len(), "one input per accumulator");
     assert!((1..=63).contains(&right), "a right shift of 1..=63 bits");
@@ -121,10 +122,43 @@ mod platform {
 mod platform {
     pub use super::tanh_backward_all_scalar as tanh_backward_all;
     pub use super::tanh_in_place_scalar as tanh_in_place;
-    pub use super::tanh_inputs_scalar as tanh_inputs;
     use crate::simd::level::{self, Level};
     use crate::simd::platform::block_starts;
     use core::arch::x86_64::*;
+
+    /// [`super::tanh_inputs`] eight at a time at the AVX-512 level (`vpsraq` shifts 64-bit lanes
+    /// arithmetically and `vpmovsqw` narrows them with saturation, neither of which SSE2 or AVX2
+    /// has), the ragged end as eight overlapping the last whole ones; fewer than eight values and
+    /// the lower levels take the definition.
+    pub fn tanh_inputs(pre: &[i64], bias: i64, right: u32, out: &mut [i16]) {
+        if pre.len() < 8 || level::current() != Level::Avx512 {
+            return super::tanh_inputs_scalar(pre, bias, right, out);
+        }
+        // SAFETY: the AVX-512 level is in use only where the CPU has AVX-512 F, BW and VNNI
+        // ([`level::force`] and the environment variable refuse it otherwise).
+        unsafe { tanh_inputs_avx512(pre, bias, right, out) }
+    }
+
+    /// The lanes of [`tanh_inputs`] (at least eight values). `pre + (bias + half)` wraps as the
+    /// definition's `pre + bias + half` would (never, for a layer's accumulators); `vpsraq` then
+    /// rounds down as `>>` does, so the rounding is half up; `vpmovsqw` saturates to
+    /// `-32768..=32767` and `pmaxsw` raises -32768 to -32767, the symmetric range.
+    #[target_feature(enable = "avx512f")]
+    fn tanh_inputs_avx512(pre: &[i64], bias: i64, right: u32, out: &mut [i16]) {
+        let add = _mm512_set1_epi64(bias.wrapping_add(1 << (right - 1)));
+        let count = _mm_set_epi64x(0, right as i64);
+        let floor = _mm_set1_epi16(-i16::MAX);
+        for first in block_starts(pre.len(), 8) {
+            let from: &[i64; 8] = pre[first..][..8].try_into().expect("8 values");
+            // SAFETY: `from` holds 64 bytes; `loadu` has no alignment requirement.
+            let v = unsafe { _mm512_loadu_si512(from.as_ptr().cast()) };
+            let q = _mm512_sra_epi64(_mm512_add_epi64(v, add), count);
+            let q = _mm_max_epi16(_mm512_cvtsepi64_epi16(q), floor);
+            let to: &mut [i16; 8] = (&mut out[first..][..8]).try_into().expect("8 values");
+            // SAFETY: `to` holds 16 bytes; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_si128(to.as_mut_ptr().cast(), q) };
+        }
+    }
 
     /// [`super::window_max`] eight windows at a time in SSE2 (MxLenet's rows of 12 windows as
     /// two overlapping eights), or four at a time for rows of four to seven windows (its second
