@@ -108,7 +108,7 @@ pub fn add_i64(dst: &mut [i64], src: &[i64]) {
 }
 
 /// The largest value (`None` for none): the micro-kernel's bounds check of its row offsets, on
-/// every call. aarch64 takes four at a time (`umax`, then `umaxv`).
+/// every call. aarch64 takes four at a time (`umax`, then `umaxv`), x86-64 eight with AVX2.
 #[inline]
 pub fn max_u32(values: &[u32]) -> Option<u32> {
     platform::max_u32(values)
@@ -216,7 +216,8 @@ fn transpose_rect(
 /// [`crate::fixed::rescale`]), for `shift` in `1..=31`: the master weights' conversion into the
 /// working format, once per step. aarch64 converts eight at a time (`srshl` by `-shift` adds the
 /// half and shifts in full precision, `sqxtn` narrows with saturation, `smax` keeps the range
-/// symmetric); the rest and other platforms use [`round_to_i16_scalar`].
+/// symmetric); x86-64 converts eight at a time in SSE2; the rest and other platforms use
+/// [`round_to_i16_scalar`].
 pub fn round_to_i16(from: &[i32], shift: u32, to: &mut [i16]) {
     assert_eq!(from.len(), to.len(), "conversion into a buffer of another size");
     assert!((1..=31).contains(&shift), "a rounding shift of 1 to 31 bits");
@@ -258,11 +259,76 @@ mod platform {
     pub use super::add_rows_i64_scalar as add_rows_i64;
     use super::level::{self, Level};
     pub use super::max_abs_i16_scalar as max_abs_i16;
-    pub use super::max_u32_scalar as max_u32;
-    pub use super::round_to_i16_scalar as round_to_i16;
     pub use super::sum_abs_i16_scalar as sum_abs_i16;
     pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
     use core::arch::x86_64::*;
+
+    /// [`super::max_u32`] eight at a time with AVX2 (`vpmaxud`; SSE2 has no unsigned 32-bit
+    /// maximum), the ragged end as eight overlapping the ones before it (a maximum does not
+    /// mind values seen twice); fewer than eight values and the levels below AVX2 take
+    /// [`super::max_u32_scalar`].
+    #[inline]
+    pub fn max_u32(values: &[u32]) -> Option<u32> {
+        if values.len() < 8 || !matches!(level::current(), Level::Avx2 | Level::Avx512) {
+            return super::max_u32_scalar(values);
+        }
+        // SAFETY: the AVX2 and AVX-512 levels are in use only where the CPU has AVX2
+        // ([`level::force`] and the environment variable refuse them otherwise).
+        Some(unsafe { max_u32_avx2(values) })
+    }
+
+    /// The lanes of [`max_u32`] (at least eight values).
+    #[target_feature(enable = "avx2")]
+    fn max_u32_avx2(values: &[u32]) -> u32 {
+        let load = |first: usize| {
+            let eight: &[u32; 8] = values[first..][..8].try_into().expect("8 values");
+            // SAFETY: `eight` holds 32 bytes; `loadu` has no alignment requirement.
+            unsafe { _mm256_loadu_si256(eight.as_ptr().cast()) }
+        };
+        let mut most = load(0);
+        for first in block_starts(values.len(), 8).skip(1) {
+            most = _mm256_max_epu32(most, load(first));
+        }
+        let four = _mm_max_epu32(_mm256_castsi256_si128(most), _mm256_extracti128_si256(most, 1));
+        let two = _mm_max_epu32(four, _mm_shuffle_epi32(four, 0b00_00_11_10));
+        let one = _mm_max_epu32(two, _mm_shuffle_epi32(two, 0b00_00_00_01));
+        _mm_cvtsi128_si32(one) as u32
+    }
+
+    /// [`super::round_to_i16`] eight at a time in SSE2, the ragged end as eight overlapping the
+    /// ones before it; fewer than eight values and the forced scalar level take
+    /// [`super::round_to_i16_scalar`].
+    pub fn round_to_i16(from: &[i32], shift: u32, to: &mut [i16]) {
+        if from.len() < 8 || level::current() == Level::Scalar {
+            return super::round_to_i16_scalar(from, shift, to);
+        }
+        // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU runs it.
+        unsafe { round_to_i16_sse2(from, shift, to) }
+    }
+
+    /// The lanes of [`round_to_i16`]. Rounding half up without the sum that could wrap 32 bits:
+    /// `(x + 2^(s-1)) >> s` is `(x >> s)` plus bit `s - 1` of `x` (the carry out of the bits
+    /// shifted away), and `x >> s` is at most 2^30, so adding 1 cannot wrap. `packssdw`
+    /// saturates to `-32768..=32767` and `pmaxsw` raises -32768 to -32767, the symmetric range
+    /// of the definition.
+    #[target_feature(enable = "sse2")]
+    fn round_to_i16_sse2(from: &[i32], shift: u32, to: &mut [i16]) {
+        let (by, by_less) = (_mm_cvtsi32_si128(shift as i32), _mm_cvtsi32_si128(shift as i32 - 1));
+        let (one, floor) = (_mm_set1_epi32(1), _mm_set1_epi16(-i16::MAX));
+        let round = |x| _mm_add_epi32(_mm_sra_epi32(x, by), _mm_and_si128(_mm_srl_epi32(x, by_less), one));
+        for first in block_starts(from.len(), 8) {
+            let eight: &[i32; 8] = from[first..][..8].try_into().expect("8 values");
+            // SAFETY: `eight` holds 32 bytes, two loads of 16; `loadu` has no alignment
+            // requirement.
+            let (a, b) = unsafe {
+                (_mm_loadu_si128(eight.as_ptr().cast()), _mm_loadu_si128(eight.as_ptr().add(4).cast()))
+            };
+            let q = _mm_max_epi16(_mm_packs_epi32(round(a), round(b)), floor);
+            let out: &mut [i16; 8] = (&mut to[first..][..8]).try_into().expect("8 values");
+            // SAFETY: `out` holds 16 bytes; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), q) };
+        }
+    }
 
     /// [`super::copy_rows_i16`] eight values at a time: a copy of a fixed `[i16; 8]` is one
     /// 16-byte load and store, where `copy_from_slice` of a row of run-time width is a `memcpy`
