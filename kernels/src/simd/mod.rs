@@ -264,7 +264,7 @@ mod platform {
     use core::arch::x86_64::*;
 
     /// [`super::max_u32`] eight at a time with AVX2 (`vpmaxud`; SSE2 has no unsigned 32-bit
-    /// maximum), the ragged end as eight overlapping the ones before it (a maximum does not
+    /// maximum), the ragged end as eight overlapping the ones before them (a maximum does not
     /// mind values seen twice); fewer than eight values and the levels below AVX2 take
     /// [`super::max_u32_scalar`].
     #[inline]
@@ -285,10 +285,25 @@ mod platform {
             // SAFETY: `eight` holds 32 bytes; `loadu` has no alignment requirement.
             unsafe { _mm256_loadu_si256(eight.as_ptr().cast()) }
         };
-        let mut most = load(0);
-        for first in block_starts(values.len(), 8).skip(1) {
-            most = _mm256_max_epu32(most, load(first));
+        // Four independent maxima over 32 values per trip, so that the loads are not chained
+        // behind one `vpmaxud` each.
+        let n = values.len();
+        let mut most = [load(0); 4];
+        let mut first = 8;
+        while first + 32 <= n {
+            for (k, m) in most.iter_mut().enumerate() {
+                *m = _mm256_max_epu32(*m, load(first + 8 * k));
+            }
+            first += 32;
         }
+        while first + 8 <= n {
+            most[0] = _mm256_max_epu32(most[0], load(first));
+            first += 8;
+        }
+        if first < n {
+            most[1] = _mm256_max_epu32(most[1], load(n - 8));
+        }
+        let most = _mm256_max_epu32(_mm256_max_epu32(most[0], most[1]), _mm256_max_epu32(most[2], most[3]));
         let four = _mm_max_epu32(_mm256_castsi256_si128(most), _mm256_extracti128_si256(most, 1));
         let two = _mm_max_epu32(four, _mm_shuffle_epi32(four, 0b00_00_11_10));
         let one = _mm_max_epu32(two, _mm_shuffle_epi32(two, 0b00_00_00_01));
@@ -1236,10 +1251,12 @@ mod tests {
         assert_eq!(out, [2, -1, 32767, -32767], "half up, saturated to the symmetric range");
     }
 
+    /// [`max_u32`] against its definition at every length up to 100 (x86-64: past one trip of
+    /// four vectors and the ragged ends), with the largest value at every position.
     #[test]
     fn max_matches_scalar_at_every_length() {
         let mut rng = Rng::new(17);
-        let values: [u32; 37] = core::array::from_fn(|_| rng.next_u64() as u32 >> (rng.next_u64() % 32));
+        let values: [u32; 100] = core::array::from_fn(|_| rng.next_u64() as u32 >> (rng.next_u64() % 32));
         for n in 0..=values.len() {
             for at in 0..n {
                 let mut v = values;
