@@ -68,7 +68,8 @@ pub fn copy_rows_i16_scalar(dst: &mut [i16], src: &[i16], stride: usize, width: 
 /// Adds `src`, `planes` planes of `rows` rows of `width` values stored one after another, into
 /// `dst` where rows lie `row_stride` values apart and planes `plane_stride` apart (wrapping, as
 /// the vector adds do): a window's input-gradient region into the input gradient. aarch64 moves
-/// a row of six (the regions' width) with one three-register `ld1`/`st1` each way.
+/// a row of six (the regions' width) with one three-register `ld1`/`st1` each way, x86-64 two
+/// values per SSE2 add.
 pub fn add_rows_i64(
     dst: &mut [i64],
     (row_stride, plane_stride): (usize, usize),
@@ -256,8 +257,45 @@ fn no_min_values(v: &[i16]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
-    pub use super::add_rows_i64_scalar as add_rows_i64;
     use super::level::{self, Level};
+
+    /// [`super::add_rows_i64`] two values per SSE2 `paddq` (a region's row of six in three), an
+    /// odd last value alone; rows and planes counted by nested loops, where the definition
+    /// divides each row's index by `rows` (a 64-bit division per row of six values). The forced
+    /// scalar level takes [`super::add_rows_i64_scalar`].
+    pub fn add_rows_i64(
+        dst: &mut [i64],
+        (row_stride, plane_stride): (usize, usize),
+        src: &[i64],
+        (width, rows, planes): (usize, usize, usize),
+    ) {
+        if level::current() == Level::Scalar {
+            return super::add_rows_i64_scalar(dst, (row_stride, plane_stride), src, (width, rows, planes));
+        }
+        let mut from = src.chunks_exact(width);
+        for plane in 0..planes {
+            for row in 0..rows {
+                let from = from.next().expect("width * rows * planes values");
+                let to = &mut dst[plane * plane_stride + row * row_stride..][..width];
+                let ((to_pairs, to_last), (from_pairs, from_last)) =
+                    (to.as_chunks_mut::<2>(), from.as_chunks::<2>());
+                for (t, f) in to_pairs.iter_mut().zip(from_pairs) {
+                    // SAFETY: `t` and `f` hold 16 bytes each; `loadu` and `storeu` have no
+                    // alignment requirement; SSE2 is part of the x86-64 baseline.
+                    unsafe {
+                        let sum = _mm_add_epi64(
+                            _mm_loadu_si128(t.as_ptr().cast()),
+                            _mm_loadu_si128(f.as_ptr().cast()),
+                        );
+                        _mm_storeu_si128(t.as_mut_ptr().cast(), sum);
+                    }
+                }
+                if let ([t], [f]) = (to_last, from_last) {
+                    *t = t.wrapping_add(*f);
+                }
+            }
+        }
+    }
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::sum_abs_i16_scalar as sum_abs_i16;
     pub use super::{affine_u32_scalar as affine_u32, sum_i16_scalar as sum_i16};
