@@ -5,8 +5,10 @@
 //! aarch64 does eight values, or eight windows, per loop trip in NEON (the scalar loops take
 //! about 36 instructions per window on the strict-align target, where even the compiler's own
 //! vectorisation of the rounding moves every `i64` through the stack); x86-64 takes eight (or
-//! four) windows at a time in SSE2, and rounds eight accumulators at a time with AVX-512; other platforms and the ragged ends use the scalar
-//! definitions, which the tests compare them with.
+//! four) windows at a time in SSE2, and rounds eight accumulators (or tanh backward deltas) at a
+//! time with AVX-512 (ragged ends as blocks overlapping the last whole ones); other platforms,
+//! short rows, NEON's ragged ends and the lower levels use the scalar definitions, which the
+//! tests compare them with.
 
 /// Window positions, in window order: top left, top right, bottom left, bottom right.
 pub const WINDOW: usize = 4;
@@ -96,7 +98,8 @@ pub fn tanh_in_place_scalar(values: &mut [i16]) {
 /// and the output `ys[i]`. aarch64 does four at a time where the definition's 64-bit case holds
 /// for all (`|g| < 2^47` and a shift of 1 to 61 bits): the slope `(2^30 - y^2 + 2^14) >> 15` in
 /// 32-bit lanes, `g * slope` as `(g >> 32) * slope * 2^32 + (g & (2^32 - 1)) * slope` (two
-/// 32 x 32 -> 64-bit products, exact below 2^62), then the rounding shift and saturation.
+/// 32 x 32 -> 64-bit products, exact below 2^62), then the rounding shift and saturation; x86-64
+/// does the same eight at a time at the AVX-512 level.
 pub fn tanh_backward_all(grads: &[i64], grad_frac: u32, ys: &[i16], out: &mut [i16]) {
     assert!(grads.len() == ys.len() && ys.len() == out.len(), "one delta per window");
     platform::tanh_backward_all(grads, grad_frac, ys, out)
@@ -120,11 +123,58 @@ mod platform {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
-    pub use super::tanh_backward_all_scalar as tanh_backward_all;
     pub use super::tanh_in_place_scalar as tanh_in_place;
     use crate::simd::level::{self, Level};
     use crate::simd::platform::block_starts;
     use core::arch::x86_64::*;
+
+    /// [`super::tanh_backward_all`] eight at a time at the AVX-512 level where the definition's
+    /// 64-bit case holds for every value (`|g| < 2^47` and a shift of 1 to 61 bits), the ragged
+    /// end as eight overlapping the ones before them; otherwise, for fewer than eight values and
+    /// below AVX-512, the definition.
+    pub fn tanh_backward_all(grads: &[i64], grad_frac: u32, ys: &[i16], out: &mut [i16]) {
+        let shift = (grad_frac + crate::fixed::ACT_FRAC).saturating_sub(crate::fixed::DELTA_FRAC);
+        if grads.len() < 8
+            || level::current() != Level::Avx512
+            || !(1..=61).contains(&shift)
+            || !crate::simd::update::all_magnitudes_below(grads, 1 << 47)
+        {
+            return super::tanh_backward_all_scalar(grads, grad_frac, ys, out);
+        }
+        // SAFETY: the AVX-512 level is in use only where the CPU has AVX-512 F, BW and VNNI
+        // ([`level::force`] and the environment variable refuse it otherwise).
+        unsafe { tanh_backward_avx512(grads, shift, ys, out) }
+    }
+
+    /// The lanes of [`tanh_backward_all`], in 64-bit lanes throughout: the slope
+    /// `(2^30 - y^2 + 2^14) >> 15` (positive, at most 2^15); `g * slope` as
+    /// `((g >> 32) * slope << 32) + (g & (2^32 - 1)) * slope`, two 32 x 32 -> 64-bit products
+    /// (`vpmuldq`, `vpmuludq`; AVX-512 F has no 64-bit `vpmullq`), exact because
+    /// `|g >> 32| < 2^15` and `|g * slope| < 2^62`; then the definition's rounding
+    /// `(p + 2^(shift - 1)) >> shift`, saturated by `vpmovsqw` and `pmaxsw` to the symmetric range.
+    #[target_feature(enable = "avx512f")]
+    fn tanh_backward_avx512(grads: &[i64], shift: u32, ys: &[i16], out: &mut [i16]) {
+        let one = _mm512_set1_epi64((1 << 30) + (1 << 14));
+        let half = _mm512_set1_epi64(1 << (shift - 1));
+        let count = _mm_set_epi64x(0, shift as i64);
+        let floor = _mm_set1_epi16(-i16::MAX);
+        for first in block_starts(grads.len(), 8) {
+            let g: &[i64; 8] = grads[first..][..8].try_into().expect("8 values");
+            let y: &[i16; 8] = ys[first..][..8].try_into().expect("8 values");
+            // SAFETY: `g` holds 64 bytes and `y` 16; `loadu` has no alignment requirement.
+            let (g, y) =
+                unsafe { (_mm512_loadu_si512(g.as_ptr().cast()), _mm_loadu_si128(y.as_ptr().cast())) };
+            let y = _mm512_cvtepi16_epi64(y);
+            let slope = _mm512_srli_epi64::<15>(_mm512_sub_epi64(one, _mm512_mul_epi32(y, y)));
+            let high = _mm512_slli_epi64::<32>(_mm512_mul_epi32(_mm512_srai_epi64::<32>(g), slope));
+            let product = _mm512_add_epi64(high, _mm512_mul_epu32(g, slope));
+            let d = _mm512_sra_epi64(_mm512_add_epi64(product, half), count);
+            let d = _mm_max_epi16(_mm512_cvtsepi64_epi16(d), floor);
+            let to: &mut [i16; 8] = (&mut out[first..][..8]).try_into().expect("8 values");
+            // SAFETY: `to` holds 16 bytes; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_si128(to.as_mut_ptr().cast(), d) };
+        }
+    }
 
     /// [`super::tanh_inputs`] eight at a time at the AVX-512 level (`vpsraq` shifts 64-bit lanes
     /// arithmetically and `vpmovsqw` narrows them with saturation, neither of which SSE2 or AVX2
