@@ -75,7 +75,7 @@ impl SplitStep {
 /// platform without the vector path: the pieces only pay where lanes take them).
 pub fn sgd_step_split(step: &SplitStep, params: &mut [i32], momentum: &mut [i32], grads: &[i64]) -> bool {
     assert!(params.len() == momentum.len() && params.len() == grads.len());
-    if !platform::VECTOR || !all_magnitudes_below(grads, GRAD_LIMIT) {
+    if !platform::vector() || !all_magnitudes_below(grads, GRAD_LIMIT) {
         return false;
     }
     let done = platform::step(step, params, momentum, grads);
@@ -84,7 +84,7 @@ pub fn sgd_step_split(step: &SplitStep, params: &mut [i32], momentum: &mut [i32]
 }
 
 /// Whether every value's magnitude is below `limit` (a vector path's bound, checked once per
-/// call; aarch64 four values at a time).
+/// call; aarch64 four values at a time, x86-64 eight at the AVX-512 level).
 pub(crate) fn all_magnitudes_below(values: &[i64], limit: i64) -> bool {
     platform::all_below(values, limit)
 }
@@ -97,10 +97,12 @@ pub fn sgd_step_split_scalar(step: &SplitStep, params: &mut [i32], momentum: &mu
     }
 }
 
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 mod platform {
     /// No vector path here: [`super::sgd_step_split`] refuses before it would use [`step`].
-    pub const VECTOR: bool = false;
+    pub fn vector() -> bool {
+        false
+    }
     pub fn all_below(grads: &[i64], limit: i64) -> bool {
         grads.iter().all(|g| g.unsigned_abs() < limit as u64)
     }
@@ -109,12 +111,109 @@ mod platform {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod platform {
+    use crate::simd::level::{self, Level};
+    use core::arch::x86_64::*;
+
+    /// AVX-512 F: eight parameters per loop trip, in 64-bit lanes (`vpmuldq` takes the low 32
+    /// bits of each, the module's 32 x 32 -> 64-bit products). Below that level there is no
+    /// vector path (SSE2 and AVX2 have no 64-bit arithmetic shift or saturating narrowing).
+    pub fn vector() -> bool {
+        level::current() == Level::Avx512
+    }
+
+    pub fn all_below(grads: &[i64], limit: i64) -> bool {
+        if grads.len() < 8 || !vector() {
+            return grads.iter().all(|g| g.unsigned_abs() < limit as u64);
+        }
+        // SAFETY: the AVX-512 level is in use only where the CPU has AVX-512 F, BW and VNNI
+        // ([`level::force`] and the environment variable refuse it otherwise).
+        unsafe { all_below_avx512(grads, limit) }
+    }
+
+    /// [`all_below`] eight at a time: `vpabsq` (i64::MIN stays itself, which the unsigned
+    /// comparison still finds at or past the limit), then an unsigned comparison into a mask.
+    #[target_feature(enable = "avx512f")]
+    fn all_below_avx512(grads: &[i64], limit: i64) -> bool {
+        let bound = _mm512_set1_epi64(limit);
+        let (eights, rest) = grads.as_chunks::<8>();
+        let mut past: __mmask8 = 0;
+        for eight in eights {
+            // SAFETY: `eight` holds 64 bytes; `loadu` has no alignment requirement.
+            let g = unsafe { _mm512_loadu_si512(eight.as_ptr().cast()) };
+            past |= _mm512_cmpge_epu64_mask(_mm512_abs_epi64(g), bound);
+        }
+        past == 0 && rest.iter().all(|g| g.unsigned_abs() < limit as u64)
+    }
+
+    /// The parameters of whole eights stepped (none below the AVX-512 level); the caller steps
+    /// the rest with the scalar definition. The step is in place, so the ragged end cannot be
+    /// eight overlapping values as in the other kernels.
+    pub fn step(step: &super::SplitStep, params: &mut [i32], momentum: &mut [i32], grads: &[i64]) -> usize {
+        if !vector() {
+            return 0;
+        }
+        // SAFETY: as in [`all_below`].
+        unsafe { step_avx512(step, params, momentum, grads) }
+    }
+
+    /// The lanes of [`step`]: the module's `B` and `C` from sign-extended `w` and `m`, the
+    /// gradient's pieces `G1 = G >> 30` (below 2^20 in magnitude, so its low 32 bits are it) and
+    /// `G0`, and the constants' pieces, every product one `vpmuldq`; the sums wrap exactly where
+    /// the scalar definition's would (never, under the module's bounds). `vpmovsqd` saturates
+    /// `m'` into an `i32`, and `w + m'` in 64 bits saturated the same way is `saturating_add`.
+    #[target_feature(enable = "avx512f")]
+    fn step_avx512(
+        step: &super::SplitStep,
+        params: &mut [i32],
+        momentum: &mut [i32],
+        grads: &[i64],
+    ) -> usize {
+        let [mc1, dc1, r1, r0] = step.high.map(|v| _mm512_set1_epi64(v as i64));
+        let [mc0, dc0, _, _] = step.low.map(|v| _mm512_set1_epi64(v as i64));
+        let (half, low_bits) = (_mm512_set1_epi64(step.half), _mm512_set1_epi64((1 << 30) - 1));
+        let count = _mm_set_epi64x(0, step.shift as i64);
+        let (mul, add, sub) = (_mm512_mul_epi32, _mm512_add_epi64, _mm512_sub_epi64);
+        let (ws, ms, gs) =
+            (params.as_chunks_mut::<8>().0, momentum.as_chunks_mut::<8>().0, grads.as_chunks::<8>().0);
+        let whole = 8 * ws.len();
+        for ((w8, m8), g8) in ws.iter_mut().zip(ms).zip(gs) {
+            // SAFETY: `w8` and `m8` hold 32 bytes, `g8` 64; `loadu` has no alignment requirement.
+            let (w, m, g) = unsafe {
+                (
+                    _mm512_cvtepi32_epi64(_mm256_loadu_si256(w8.as_ptr().cast())),
+                    _mm512_cvtepi32_epi64(_mm256_loadu_si256(m8.as_ptr().cast())),
+                    _mm512_loadu_si512(g8.as_ptr().cast()),
+                )
+            };
+            let (g1, g0) = (_mm512_srai_epi64::<30>(g), _mm512_and_si512(g, low_bits));
+            let b = sub(
+                sub(sub(sub(mul(mc1, m), mul(dc1, w)), mul(r1, g0)), mul(r0, g1)),
+                _mm512_slli_epi64::<30>(mul(r1, g1)),
+            );
+            let c = add(sub(sub(mul(mc0, m), mul(dc0, w)), mul(r0, g0)), half);
+            let n = _mm512_sra_epi64(add(b, _mm512_srai_epi64::<30>(c)), count);
+            let m_new = _mm512_cvtsepi64_epi32(n);
+            let w_new = _mm512_cvtsepi64_epi32(add(w, _mm512_cvtepi32_epi64(m_new)));
+            // SAFETY: `w8` and `m8` hold 32 bytes; `storeu` has no alignment requirement.
+            unsafe {
+                _mm256_storeu_si256(m8.as_mut_ptr().cast(), m_new);
+                _mm256_storeu_si256(w8.as_mut_ptr().cast(), w_new);
+            }
+        }
+        whole
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
 mod platform {
     use core::arch::asm;
 
     /// NEON: four parameters per loop trip.
-    pub const VECTOR: bool = true;
+    pub fn vector() -> bool {
+        true
+    }
 
     pub fn all_below(grads: &[i64], limit: i64) -> bool {
         let whole = grads.len() / 4 * 4;
@@ -249,8 +348,8 @@ mod tests {
     use crate::rng::Rng;
 
     /// The split arithmetic is the 128-bit formula, at the bounds' edges and for random values, in
-    /// the vector path (aarch64, at every length up to 40, its tails in the scalar one) and in the
-    /// scalar definition elsewhere.
+    /// the vector path (aarch64, and x86-64 at the AVX-512 level, at every length up to 40, its
+    /// tails in the scalar one) and in the scalar definition elsewhere.
     #[test]
     fn split_step_is_the_wide_formula() {
         let mut rng = Rng::new(17);
@@ -282,7 +381,10 @@ mod tests {
                 });
                 let (mut w_fast, mut m_fast) = (w, m);
                 let vector = sgd_step_split(&step, &mut w_fast[..len], &mut m_fast[..len], &g[..len]);
-                assert_eq!(vector, cfg!(target_arch = "aarch64"), "the vector path exactly where it exists");
+                let exists = cfg!(target_arch = "aarch64")
+                    || cfg!(target_arch = "x86_64")
+                        && crate::simd::level::current() == crate::simd::level::Level::Avx512;
+                assert_eq!(vector, exists, "the vector path exactly where it exists");
                 if !vector {
                     sgd_step_split_scalar(&step, &mut w_fast[..len], &mut m_fast[..len], &g[..len]);
                 }
