@@ -42,7 +42,7 @@ pub const STRICT_LIMIT: i16 = {
 
 /// Each table entry beside the next, `TANH_TABLE[i] | TANH_TABLE[i + 1] << 16`: both ends of a
 /// segment in one 32-bit load, for the vector tanh of [`crate::simd::pool::tanh_all`].
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // only the NEON path reads it
+#[cfg_attr(not(any(target_arch = "aarch64", target_arch = "x86_64")), allow(dead_code))] // the vector paths read it
 pub(crate) const TANH_PAIRS: [u32; 512] = {
     let mut pairs = [0u32; 512];
     let mut i = 0;

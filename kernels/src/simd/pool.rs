@@ -5,10 +5,10 @@
 //! aarch64 does eight values, or eight windows, per loop trip in NEON (the scalar loops take
 //! about 36 instructions per window on the strict-align target, where even the compiler's own
 //! vectorisation of the rounding moves every `i64` through the stack); x86-64 takes eight (or
-//! four) windows at a time in SSE2, and rounds eight accumulators (or tanh backward deltas) at a
-//! time with AVX-512 (ragged ends as blocks overlapping the last whole ones); other platforms,
-//! short rows, NEON's ragged ends and the lower levels use the scalar definitions, which the
-//! tests compare them with.
+//! four) windows at a time in SSE2, tanh eight values at a time with AVX2, and rounds eight
+//! accumulators (or tanh backward deltas) at a time with AVX-512, most ragged ends as blocks
+//! overlapping the last whole ones; other platforms, short rows, the remaining ragged ends and
+//! the lower levels use the scalar definitions, which the tests compare them with.
 
 /// Window positions, in window order: top left, top right, bottom left, bottom right.
 pub const WINDOW: usize = 4;
@@ -81,7 +81,8 @@ pub fn window_max_scalar(
 /// `values[i] = tanh_q(values[i])` ([`crate::tanh::tanh_q`]: Q3.12 in, Q0.15 out), the pooled
 /// outputs from their windows' largest inputs. aarch64 does eight at a time: magnitude, segment and position in
 /// NEON, both ends of each segment in one 32-bit load per lane ([`crate::tanh::TANH_PAIRS`]), the
-/// interpolation `low + ((high - low) * within + 32) >> 6` and the sign in NEON again.
+/// interpolation `low + ((high - low) * within + 32) >> 6` and the sign in NEON again; x86-64
+/// does eight at a time with AVX2 (`vpgatherdd` for the segment ends).
 pub fn tanh_in_place(values: &mut [i16]) {
     platform::tanh_in_place(values)
 }
@@ -123,10 +124,54 @@ mod platform {
 
 #[cfg(target_arch = "x86_64")]
 mod platform {
-    pub use super::tanh_in_place_scalar as tanh_in_place;
     use crate::simd::level::{self, Level};
     use crate::simd::platform::block_starts;
     use core::arch::x86_64::*;
+
+    /// [`super::tanh_in_place`] eight at a time with AVX2 (`vpgatherdd` loads both ends of each
+    /// lane's segment from [`crate::tanh::TANH_PAIRS`]); the last one to seven values and the
+    /// levels below AVX2 take the definition (the values are replaced in place, so they cannot
+    /// be computed twice as an overlapping block).
+    pub fn tanh_in_place(values: &mut [i16]) {
+        if !matches!(level::current(), Level::Avx2 | Level::Avx512) {
+            return super::tanh_in_place_scalar(values);
+        }
+        // SAFETY: the AVX2 and AVX-512 levels are in use only where the CPU has AVX2
+        // ([`level::force`] and the environment variable refuse them otherwise).
+        unsafe { tanh_in_place_avx2(values) }
+    }
+
+    /// The lanes of [`tanh_in_place`], in 32-bit lanes: `|x|` splits into the segment
+    /// `min(|x| >> 6, 511)` and the position `|x| - 64 * segment` (64 only for -32768, whose
+    /// magnitude 32768 is the end of the last segment, so its result is that segment's high end,
+    /// `TANH_TABLE[512]`, as in the definition); then `low + ((high - low) * within + 32) >> 6`
+    /// (`low` itself where `within` is 0, as the definition takes it), and the sign back by
+    /// `vpsignd` (tanh of 0 is 0).
+    #[target_feature(enable = "avx2")]
+    fn tanh_in_place_avx2(values: &mut [i16]) {
+        let (eights, rest) = values.as_chunks_mut::<8>();
+        let (last, half) = (_mm256_set1_epi32(511), _mm256_set1_epi32(32));
+        for eight in eights {
+            // SAFETY: `eight` holds 16 bytes; `loadu` has no alignment requirement.
+            let x = _mm256_cvtepi16_epi32(unsafe { _mm_loadu_si128(eight.as_ptr().cast()) });
+            let magnitude = _mm256_abs_epi32(x);
+            let segment = _mm256_min_epi32(_mm256_srli_epi32::<6>(magnitude), last);
+            let within = _mm256_sub_epi32(magnitude, _mm256_slli_epi32::<6>(segment));
+            // SAFETY: every lane's segment is in 0..=511 (the minimum above), so each of the
+            // eight 4-byte loads reads one of `TANH_PAIRS`' 512 entries.
+            let pairs =
+                unsafe { _mm256_i32gather_epi32::<4>(crate::tanh::TANH_PAIRS.as_ptr().cast(), segment) };
+            let low = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs));
+            let high = _mm256_srai_epi32::<16>(pairs);
+            let rise = _mm256_mullo_epi32(_mm256_sub_epi32(high, low), within);
+            let y = _mm256_add_epi32(low, _mm256_srai_epi32::<6>(_mm256_add_epi32(rise, half)));
+            let y = _mm256_sign_epi32(y, x);
+            let y = _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256::<1>(y));
+            // SAFETY: `eight` holds 16 bytes; `storeu` has no alignment requirement.
+            unsafe { _mm_storeu_si128(eight.as_mut_ptr().cast(), y) };
+        }
+        super::tanh_in_place_scalar(rest);
+    }
 
     /// [`super::tanh_backward_all`] eight at a time at the AVX-512 level where the definition's
     /// 64-bit case holds for every value (`|g| < 2^47` and a shift of 1 to 61 bits), the ragged
@@ -724,7 +769,7 @@ mod tests {
     }
 
     /// [`tanh_in_place`] is [`crate::tanh::tanh_q`] for every Q3.12 input but -32768 (outside
-    /// the symmetric range), and in runs of every length up to 20.
+    /// the symmetric range; on x86-64 that one too), and in runs of every length up to 20.
     #[test]
     fn tanh_in_place_is_tanh_q_for_every_input() {
         let inputs: [i16; 65535] = core::array::from_fn(|i| (i as i32 - 32767) as i16);
@@ -740,6 +785,13 @@ mod tests {
             tanh_in_place(&mut fast[..len]);
             tanh_in_place_scalar(&mut want[..len]);
             assert_eq!(fast, want, "{len} inputs");
+        }
+        // x86-64's lanes take -32768 (the end of the last segment) exactly too.
+        if cfg!(target_arch = "x86_64") {
+            let mut edge = [i16::MIN, -1, 0, 1, i16::MAX, i16::MIN, -32704, 32704, i16::MIN];
+            let want = edge.map(crate::tanh::tanh_q);
+            tanh_in_place(&mut edge);
+            assert_eq!(edge, want, "the extremes");
         }
     }
 
