@@ -431,18 +431,22 @@ mod platform {
         let whole = values.len() / 8 * 8;
         if whole > 0 {
             // SAFETY: the loop reads and writes `whole <= values.len()` values, eight at a time,
-            // advancing the pointer after the store (`ld1`/`st1` need only 2-byte alignment). Every lane's segment is `|x| >> 6 <= 511` (inputs
-            // are at least -32767, whose magnitude `abs` gives exactly), so each table load reads
-            // one of `TANH_PAIRS`' 512 entries. The slope times the position, at most
-            // 512 * 63, fits an `i16` lane.
+            // advancing the pointer after the store (`ld1`/`st1` need only 2-byte alignment). Every
+            // lane's segment is at most 511 (`|x| >> 6` is 512 only for -32768, whose magnitude
+            // `abs` leaves as 0x8000; `umin` clamps it to 511 with position 64, which interpolates
+            // to the segment's high end, the definition's `TANH_TABLE[512]`), so each table load
+            // reads one of `TANH_PAIRS`' 512 entries. The slope times the position, at most
+            // 512 * 64, fits an `i16` lane.
             unsafe {
                 asm!(
                     "2:",
                     "ld1 {{v16.8h}}, [{p}]",
                     "abs v17.8h, v16.8h",
                     "ushr v18.8h, v17.8h, #6",
-                    "movi v19.8h, #63",
-                    "and v19.16b, v17.16b, v19.16b",
+                    "mvni v19.8h, #0xfe, lsl #8",
+                    "umin v18.8h, v18.8h, v19.8h",
+                    "shl v19.8h, v18.8h, #6",
+                    "sub v19.8h, v17.8h, v19.8h",
                     "umov {i0:w}, v18.h[0]",
                     "umov {i1:w}, v18.h[1]",
                     "umov {i2:w}, v18.h[2]",
@@ -768,8 +772,8 @@ mod tests {
         }
     }
 
-    /// [`tanh_in_place`] is [`crate::tanh::tanh_q`] for every Q3.12 input but -32768 (outside
-    /// the symmetric range; on x86-64 that one too), and in runs of every length up to 20.
+    /// [`tanh_in_place`] is [`crate::tanh::tanh_q`] for every Q3.12 input, -32768 (the end of
+    /// the last segment) included, and in runs of every length up to 20.
     #[test]
     fn tanh_in_place_is_tanh_q_for_every_input() {
         let inputs: [i16; 65535] = core::array::from_fn(|i| (i as i32 - 32767) as i16);
@@ -786,13 +790,11 @@ mod tests {
             tanh_in_place_scalar(&mut want[..len]);
             assert_eq!(fast, want, "{len} inputs");
         }
-        // x86-64's lanes take -32768 (the end of the last segment) exactly too.
-        if cfg!(target_arch = "x86_64") {
-            let mut edge = [i16::MIN, -1, 0, 1, i16::MAX, i16::MIN, -32704, 32704, i16::MIN];
-            let want = edge.map(crate::tanh::tanh_q);
-            tanh_in_place(&mut edge);
-            assert_eq!(edge, want, "the extremes");
-        }
+        // The vector lanes take -32768 (the end of the last segment) exactly too.
+        let mut edge = [i16::MIN, -1, 0, 1, i16::MAX, i16::MIN, -32704, 32704, i16::MIN];
+        let want = edge.map(crate::tanh::tanh_q);
+        tanh_in_place(&mut edge);
+        assert_eq!(edge, want, "the extremes");
     }
 
     /// [`tanh_backward_all`] against the definition at every length up to 24, for gradients
