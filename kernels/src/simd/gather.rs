@@ -10,7 +10,8 @@
 //! Register tiles: 32 output columns at a time (NEON: eight `i32x4` accumulators fed by
 //! `smlal`/`smlal2` with the coefficient by lane, sixteen `i64x2` sums; x86: two terms at a time
 //! interleaved into `pmaddwd` on SSE2 and AVX2, `vpdpwssd` on AVX-512 VNNI, chosen at run time by
-//! [`super::level`]), then 8 columns, then the scalar code for the last few.
+//! [`super::level`]), then 8 columns, then the scalar code for the last few; AVX-512 takes the last
+//! columns as one more 32-column tile with masked loads and stores.
 
 use super::level::{self, Level};
 
@@ -107,8 +108,8 @@ pub fn gather_axpy_scalar(
 /// `outs[f] (=|+=) sum_t coeffs[f][t] * rows[offsets[t]..][..len]` (two filters of one convolution
 /// over its patches, two rows of a dense weight gradient over the block's inputs): each row is
 /// loaded once for both. `ends` comes from [`super::schedule::chunk_ends_pair`], which bounds
-/// both lists' lanes. On aarch64 one register tile holds both outputs' lanes; elsewhere it is
-/// [`gather_axpy`] twice.
+/// both lists' lanes. On aarch64 and at x86-64's AVX-512 level one register tile holds both
+/// outputs' lanes; elsewhere it is [`gather_axpy`] twice.
 #[inline]
 pub fn gather_axpy2(
     outs: [&mut [i64]; 2],
@@ -133,8 +134,8 @@ pub fn gather_axpy2_at(
 ) {
     let [first, second] = outs;
     assert_eq!(first.len(), second.len(), "both outputs have the same columns");
-    #[cfg(target_arch = "aarch64")]
-    if level != Level::Scalar && level::supported(level) {
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    if platform::has_pair_tile(level) && level::supported(level) {
         let _slack = check(first.len(), rows, offsets, coeffs[0], ends);
         check_terms(coeffs[1], offsets, ends); // the same rows: their reach is checked once
         return platform::gather_axpy2([first, second], write, rows, offsets, None, coeffs, ends);
@@ -397,6 +398,11 @@ mod platform {
         unsafe fn load<const V: usize, const ODD: bool>(&mut self, _t: usize) -> [int16x8_t; 4] {
             load_row_advancing::<V, ODD>(&mut self.next, self.stride_bytes)
         }
+    }
+
+    /// Whether [`gather_axpy2`] has its own tile at `level` (every vector level here).
+    pub fn has_pair_tile(level: Level) -> bool {
+        level != Level::Scalar
     }
 
     pub fn gather_axpy2(
@@ -832,17 +838,25 @@ mod platform {
         coeffs: &[i16],
         ends: &[u32],
     ) {
+        if level == Level::Avx512 {
+            // SAFETY: `check` proved that every row `offsets[t]` has `out.len()` values inside
+            // `rows` and that `ends` increases to `coeffs.len() == offsets.len()`; the caller
+            // checked that the CPU has AVX-512 F/BW/VNNI (`level::supported`).
+            unsafe {
+                avx512::tiles([out.as_mut_ptr()], out.len(), write, rows.as_ptr(), offsets, [coeffs], ends)
+            };
+            return;
+        }
         let mut first = 0;
         // SAFETY (every tile call): `check` proved that every row `offsets[t]` has `out.len()`
         // values inside `rows`; a tile reads columns `first..first + width <= out.len()` of each row
         // and writes `out[first..first + width]`; `ends` increases to `coeffs.len() ==
         // offsets.len()`, so every term index read is in bounds. SSE2 is the x86-64 baseline; the
-        // AVX2 and AVX-512 tiles run only at levels `current()` reports, which `level::supported`
-        // checked against the CPU.
+        // AVX2 tile runs only at levels `current()` reports, which `level::supported` checked
+        // against the CPU.
         while first + TILE <= out.len() && level >= Level::Sse2 {
             let (o, r) = unsafe { (out.as_mut_ptr().add(first), rows.as_ptr().add(first)) };
             match level {
-                Level::Avx512 => unsafe { tile_avx512(o, write, r, offsets, coeffs, ends) },
                 Level::Avx2 => unsafe { tile_avx2(o, write, r, offsets, coeffs, ends) },
                 _ => unsafe { tile_sse2::<4>(o, write, r, offsets, coeffs, ends) },
             }
@@ -863,6 +877,41 @@ mod platform {
         }
         if first < out.len() {
             scalar_columns(&mut out[first..], first, write, rows, offsets, coeffs);
+        }
+    }
+
+    /// Whether [`gather_axpy2`] has its own tile at `level`: AVX-512's 32 registers hold both
+    /// outputs' lanes; below it the pair is two single products.
+    pub fn has_pair_tile(level: Level) -> bool {
+        level == Level::Avx512
+    }
+
+    /// Both products of [`super::gather_axpy2`] in one pass over the rows (at [`has_pair_tile`]'s
+    /// levels).
+    pub fn gather_axpy2(
+        outs: [&mut [i64]; 2],
+        write: Write,
+        rows: &[i16],
+        offsets: &[u32],
+        _stride: Option<usize>, // the rows come from the offsets here
+        coeffs: [&[i16]; 2],
+        ends: &[u32],
+    ) {
+        let [first, second] = outs;
+        let columns = first.len();
+        // SAFETY: the caller checked both lists against `offsets` and `ends` and every row's
+        // `columns` values against `rows` (`check`, `check_terms`), both outputs have `columns`
+        // values, and the CPU has AVX-512 F/BW/VNNI (`has_pair_tile` and `level::supported`).
+        unsafe {
+            avx512::tiles(
+                [first.as_mut_ptr(), second.as_mut_ptr()],
+                columns,
+                write,
+                rows.as_ptr(),
+                offsets,
+                coeffs,
+                ends,
+            )
         }
     }
 
@@ -998,48 +1047,175 @@ mod platform {
         store_totals(out, 8, TILE, &wide);
     }
 
-    /// 32 columns with 512-bit registers and VNNI's fused `vpdpwssd` (multiply pairs, add to the
-    /// lane; it wraps like `vpaddd`, so the same bound applies).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn tile_avx512(
-        out: *mut i64,
-        write: Write,
-        rows: *const i16,
-        offsets: &[u32],
-        coeffs: &[i16],
-        ends: &[u32],
-    ) {
-        let mut wide = [0i64; TILE];
-        load_totals(out, write, 16, TILE, &mut wide);
-        let zero = _mm512_setzero_si512();
-        let mut t = 0;
-        for &end in ends {
-            let end = end as usize;
-            let (mut low_lanes, mut high_lanes) = (zero, zero);
-            while t < end {
-                let (c, second) = pair(coeffs, t, end);
-                let c = _mm512_set1_epi32(c);
-                let r0 = _mm512_loadu_si512(rows.add(*offsets.get_unchecked(t) as usize) as *const __m512i);
-                let r1 = if second {
-                    _mm512_loadu_si512(rows.add(*offsets.get_unchecked(t + 1) as usize) as *const __m512i)
-                } else {
-                    zero
-                };
-                low_lanes = _mm512_dpwssd_epi32(low_lanes, _mm512_unpacklo_epi16(r0, r1), c);
-                high_lanes = _mm512_dpwssd_epi32(high_lanes, _mm512_unpackhi_epi16(r0, r1), c);
-                t += 2;
-            }
-            t = end;
-            for (i, l) in [low_lanes, high_lanes].iter().enumerate() {
-                let w = wide.as_mut_ptr().add(16 * i) as *mut __m512i;
-                let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(*l));
-                let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(*l));
-                _mm512_storeu_si512(w, _mm512_add_epi64(_mm512_loadu_si512(w), low));
-                let w = w.add(1);
-                _mm512_storeu_si512(w, _mm512_add_epi64(_mm512_loadu_si512(w), high));
+    /// The AVX-512 tiles: 32 columns with 512-bit registers and VNNI's fused `vpdpwssd` (multiply
+    /// pairs, add to the lane; it wraps like `vpaddd`, so the schedule's bound applies), for one
+    /// output or two sharing their rows. A term pair's coefficients are one unaligned 32-bit
+    /// broadcast load of the list (`coeffs[t]` and `coeffs[t + 1]` side by side), so only the
+    /// interleaves use the shuffle port. The last columns of a row (fewer than 32) are the same tile
+    /// with masked loads and stores, which touch nothing past them, so no slack is needed.
+    mod avx512 {
+        use super::Write;
+        use core::arch::x86_64::*;
+
+        /// Every 32-column tile of `N` products of `columns` columns.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512 F/BW/VNNI; every `rows + offsets[t]` has `columns` readable values;
+        /// every `outs[f]` has `columns` writable values; every list has `offsets.len()`
+        /// coefficients; `ends` increases to `offsets.len()` and its chunks obey the schedule's
+        /// bound for every list.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        pub unsafe fn tiles<const N: usize>(
+            outs: [*mut i64; N],
+            columns: usize,
+            write: Write,
+            rows: *const i16,
+            offsets: &[u32],
+            coeffs: [&[i16]; N],
+            ends: &[u32],
+        ) {
+            let mut first = 0;
+            while first < columns {
+                let width = (columns - first).min(32);
+                let mask = if width == 32 { u32::MAX } else { (1u32 << width) - 1 };
+                // SAFETY: columns `first..first + width` of every row and output exist (the
+                // contract), and the masked loads and stores touch no column past them.
+                unsafe {
+                    let outs = outs.map(|o| o.add(first));
+                    tile::<N>(outs, mask, write, rows.add(first), offsets, coeffs, ends);
+                }
+                first += 32;
             }
         }
-        store_totals(out, 16, TILE, &wide);
+
+        /// Loads the columns of `mask` of the row at `row` (zero in the others, nothing read there).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn load_row(row: *const i16, mask: u32) -> __m512i {
+            // SAFETY: the masked columns are readable (the caller's contract).
+            unsafe {
+                if mask == u32::MAX {
+                    _mm512_loadu_si512(row as *const __m512i)
+                } else {
+                    _mm512_maskz_loadu_epi16(mask, row)
+                }
+            }
+        }
+
+        /// The coefficients of terms `t` and `t + 1` of `list` in every `i32` lane (`t + 1` is a
+        /// term of the list).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn coefficient_pair(list: &[i16], t: usize) -> __m512i {
+            // SAFETY: `t + 1 < list.len()` (the caller); an unaligned read of two `i16`s.
+            unsafe { _mm512_set1_epi32((list.as_ptr().add(t) as *const i32).read_unaligned()) }
+        }
+
+        /// One tile: `N` products over the columns of `mask` (a prefix of the 32).
+        ///
+        /// Element `e` of the low (high) interleave's accumulator holds column
+        /// `8 * (e / 4) + e % 4` (`+ 4`), as `punpck*wd` leaves them within each 128-bit lane. The
+        /// `i64` totals keep that order, `wide[f][2 * half + e / 8]`, and are put in column order at
+        /// the end (`vshufi64x2`).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn tile<const N: usize>(
+            outs: [*mut i64; N],
+            mask: u32,
+            write: Write,
+            rows: *const i16,
+            offsets: &[u32],
+            coeffs: [&[i16]; N],
+            ends: &[u32],
+        ) {
+            let zero = _mm512_setzero_si512();
+            let mut wide = [[zero; 4]; N];
+            let mut t = 0;
+            // SAFETY (the loads): every term index `t` read is below the chunk's end, which is at
+            // most `offsets.len()`, and its row's masked columns are readable (the contract). A
+            // macro, not a closure: a closure would not have the target features, and the loads
+            // would not be inlined into the loop.
+            macro_rules! row {
+                ($t:expr) => {
+                    unsafe { load_row(rows.add(*offsets.get_unchecked($t) as usize), mask) }
+                };
+            }
+            for &end in ends {
+                let end = end as usize;
+                // Two sets of lanes for one output, so that consecutive `vpdpwssd`s do not wait
+                // for each other; a pair's four chains suffice. Either set holds a sub-sum of the
+                // chunk, and so does their sum.
+                let mut lanes = [[zero; 2]; N];
+                let mut more = [[zero; 2]; N];
+                while N == 1 && t + 4 <= end {
+                    let (r0, r1, r2, r3) = (row!(t), row!(t + 1), row!(t + 2), row!(t + 3));
+                    let (low, high) = (_mm512_unpacklo_epi16(r0, r1), _mm512_unpackhi_epi16(r0, r1));
+                    let (low2, high2) = (_mm512_unpacklo_epi16(r2, r3), _mm512_unpackhi_epi16(r2, r3));
+                    for f in 0..N {
+                        let c = coefficient_pair(coeffs[f], t);
+                        let d = coefficient_pair(coeffs[f], t + 2);
+                        lanes[f][0] = _mm512_dpwssd_epi32(lanes[f][0], low, c);
+                        lanes[f][1] = _mm512_dpwssd_epi32(lanes[f][1], high, c);
+                        more[f][0] = _mm512_dpwssd_epi32(more[f][0], low2, d);
+                        more[f][1] = _mm512_dpwssd_epi32(more[f][1], high2, d);
+                    }
+                    t += 4;
+                }
+                while t + 2 <= end {
+                    let (r0, r1) = (row!(t), row!(t + 1));
+                    let (low, high) = (_mm512_unpacklo_epi16(r0, r1), _mm512_unpackhi_epi16(r0, r1));
+                    for (f, lanes) in lanes.iter_mut().enumerate() {
+                        let c = coefficient_pair(coeffs[f], t);
+                        lanes[0] = _mm512_dpwssd_epi32(lanes[0], low, c);
+                        lanes[1] = _mm512_dpwssd_epi32(lanes[1], high, c);
+                    }
+                    t += 2;
+                }
+                if t < end {
+                    // An odd last term pairs with a zero row and coefficient.
+                    let r0 = row!(t);
+                    let (low, high) = (_mm512_unpacklo_epi16(r0, zero), _mm512_unpackhi_epi16(r0, zero));
+                    for (f, lanes) in lanes.iter_mut().enumerate() {
+                        let c = _mm512_set1_epi32(*coeffs[f].get_unchecked(t) as u16 as i32);
+                        lanes[0] = _mm512_dpwssd_epi32(lanes[0], low, c);
+                        lanes[1] = _mm512_dpwssd_epi32(lanes[1], high, c);
+                    }
+                    t += 1;
+                }
+                for f in 0..N {
+                    for half in 0..2 {
+                        let l = _mm512_add_epi32(lanes[f][half], more[f][half]);
+                        let w = &mut wide[f][2 * half..];
+                        w[0] = _mm512_add_epi64(w[0], _mm512_cvtepi32_epi64(_mm512_castsi512_si256(l)));
+                        w[1] =
+                            _mm512_add_epi64(w[1], _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(l)));
+                    }
+                }
+            }
+            for (f, w) in wide.iter().enumerate() {
+                // Columns 0-7: the low interleave's columns 0-3 then the high one's 4-7, and so on.
+                let in_order = [
+                    _mm512_shuffle_i64x2::<0x44>(w[0], w[2]),
+                    _mm512_shuffle_i64x2::<0xEE>(w[0], w[2]),
+                    _mm512_shuffle_i64x2::<0x44>(w[1], w[3]),
+                    _mm512_shuffle_i64x2::<0xEE>(w[1], w[3]),
+                ];
+                for (k, mut v) in in_order.into_iter().enumerate() {
+                    let m = (mask >> (8 * k)) as u8;
+                    if m == 0 {
+                        break;
+                    }
+                    // SAFETY: the columns of `m` are columns of the mask, which exist in `outs[f]`.
+                    unsafe {
+                        let o = outs[f].add(8 * k);
+                        if write == Write::Add {
+                            v = _mm512_add_epi64(v, _mm512_maskz_loadu_epi64(m, o));
+                        }
+                        _mm512_mask_storeu_epi64(o, m, v);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -1242,6 +1418,39 @@ mod tests {
                         gather_axpy_scalar(&mut slow[..columns], write, rows, o, c, e);
                         assert_eq!(fast, slow, "{level:?}: {terms} terms, {columns} columns, {write:?}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Chunks that start and end at odd terms (the schedule cuts at a single term when a chunk is
+    /// shorter than a group): the x86 tiles read a term pair's coefficients as one unaligned
+    /// 32-bit value and pair an odd last term with zero; both outputs of a pair, every width.
+    #[test]
+    fn chunks_may_start_and_end_at_odd_terms() {
+        let mut rng = Rng::new(15);
+        let terms = 23;
+        let ends = [1u32, 4, 5, 8, 11, 12, 17, 20, 23];
+        let offsets: [u32; 23] = core::array::from_fn(|t| ((t * 5) % terms * 70) as u32);
+        let rows = random(&mut rng, terms * 70, 3000);
+        let (a, b) = (random(&mut rng, terms, 3000), random(&mut rng, terms, 3000));
+        let coeffs = [&a[..terms], &b[..terms]];
+        let rows = &rows[..terms * 70];
+        for columns in 0..=70 {
+            for write in [Write::Set, Write::Add] {
+                for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                    let mut fast = [[-9_000_000_000i64; 70]; 2];
+                    let mut slow = fast;
+                    let [f0, f1] = &mut fast;
+                    let outs = [&mut f0[..columns], &mut f1[..columns]];
+                    gather_axpy2_at(level, outs, write, rows, &offsets, coeffs, &ends);
+                    for (s, c) in slow.iter_mut().zip(coeffs) {
+                        gather_axpy_scalar(&mut s[..columns], write, rows, &offsets, c, &ends);
+                    }
+                    assert_eq!(fast, slow, "{level:?}: pair, {columns} columns, {write:?}");
+                    let mut single = [-9_000_000_000i64; 70];
+                    gather_axpy_at(level, &mut single[..columns], write, rows, &offsets, coeffs[1], &ends);
+                    assert_eq!(single, slow[1], "{level:?}: single, {columns} columns, {write:?}");
                 }
             }
         }
