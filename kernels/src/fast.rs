@@ -29,7 +29,9 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
+use crate::simd::dot::{self, dot_rows};
 use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
+use crate::simd::level;
 use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
 use crate::simd::{add_rows_i64, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
 use crate::train::BatchStats;
@@ -339,7 +341,10 @@ fn prepare<const D: usize>(net: &ConvNet<D>, w: Weights<'_, Fixed>, space: &mut 
     for (block, d) in net.dense.iter().zip(space.dense.iter_mut()) {
         let inputs = block.dense.inputs;
         let weights = block.spec.weights(w.working);
-        transpose_i16(weights, inputs, &mut d.weights_t[..weights.len()]);
+        if !dot::has_vector_path(level::current()) {
+            // `dense_pre`'s gather form reads `W^T`; its dot form reads `W` itself.
+            transpose_i16(weights, inputs, &mut d.weights_t[..weights.len()]);
+        }
         d.weight_limit = max_abs(weights);
         let outputs = block.dense.outputs;
         d.input_rows.iter_mut().enumerate().for_each(|(i, o)| *o = (i * outputs) as u32);
@@ -458,9 +463,10 @@ fn first_tie_in_flat_tail(top: &[i16], bottom: &[i16], x: usize, largest: i16) -
 /// widest is 14).
 const MAX_POOLED_WIDTH: usize = 64;
 
-/// `pre = W x + b` for one sample: the rows of `W^T` (`outputs` values apart) scaled by the
-/// inputs, every input a term (a zero input adds nothing; tanh outputs are rarely exactly zero, and
-/// a fixed stride lets each row load move on without an offset), chunk ends into `ends`.
+/// `pre = W x + b` for one sample, chunk ends into `ends`: where [`dot`] has a vector path, the
+/// rows of `W` dotted with the inputs; elsewhere the rows of `W^T` (`outputs` values apart)
+/// scaled by the inputs, every input a term (a zero input adds nothing; tanh outputs are rarely
+/// exactly zero, and a fixed stride lets each row load move on without an offset).
 #[allow(clippy::too_many_arguments)] // the layer, its transposed weights and where they start, one sample's data
 fn dense_pre(
     block: &DenseBlock,
@@ -473,7 +479,13 @@ fn dense_pre(
 ) {
     let outputs = block.dense.outputs;
     let chunks = chunk_ends(x, weight_limit, ends);
-    gather_axpy_strided(pre, Write::Set, weights_t, (input_rows, outputs), x, &ends[..chunks]);
+    // The dot form reads `W` front to back, the rows the input gradient reads too, so that only
+    // one copy of the weights is in the cache ([`dot`]).
+    if dot::has_vector_path(level::current()) {
+        dot_rows(pre, (block.spec.weights(w.working), block.dense.inputs), x, &ends[..chunks]);
+    } else {
+        gather_axpy_strided(pre, Write::Set, weights_t, (input_rows, outputs), x, &ends[..chunks]);
+    }
     let s = block.spec;
     for (p, &b) in pre.iter_mut().zip(s.biases(w.master)) {
         *p += Fixed::bias(b, s.acc_frac());
@@ -701,14 +713,8 @@ fn backward<const D: usize>(
         let ends = &mut *space.terms.ends;
         let chunks = chunk_ends(delta, d.weight_limit, ends);
         let rows = (&*d.output_rows, inputs);
-        gather_axpy_strided(
-            grad_input,
-            Write::Set,
-            block.spec.weights(w.working),
-            rows,
-            delta,
-            &ends[..chunks],
-        );
+        let weights = block.spec.weights(w.working);
+        gather_axpy_strided(grad_input, Write::Set, weights, rows, delta, &ends[..chunks]);
         frac = block.spec.input_grad_frac();
     }
     let grad_pooled = Some(&mut *c0.grad_pooled);

@@ -16,6 +16,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod dot;
 pub mod gather;
 pub mod level;
 pub mod pool;
