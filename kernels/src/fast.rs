@@ -29,10 +29,10 @@ use crate::layers::loss::evaluate_logits;
 use crate::layers::{softmax_cross_entropy, tanh_backward, tanh_forward, SampleOutcome};
 use crate::network::{Carve, ScratchMut, ScratchSize, Weights};
 use crate::profile::{self, span, Phase, Slot};
-use crate::simd::dot::{self, dot_rows};
+use crate::simd::dot::{self, dot_rows, dot_rows2};
 use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
 use crate::simd::level;
-use crate::simd::schedule::{chunk_ends, chunk_ends_pair, max_abs, VALUE_LIMIT};
+use crate::simd::schedule::{chunk_ends, chunk_ends_dot, chunk_ends_pair, max_abs, VALUE_LIMIT};
 use crate::simd::{add_rows_i64, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
@@ -56,6 +56,10 @@ pub const CONV_BLOCKS: [usize; 2] = [16, 32];
 /// the host's one-thread step: 4-5% faster than the full blocks). A divisor of the block, so the
 /// buffers stay those of [`CONV_BLOCKS`]; the sums are exact either way.
 const FLUSH_EVERY: [usize; 2] = if cfg!(target_arch = "x86_64") { [8, 8] } else { CONV_BLOCKS };
+const _: () = assert!(
+    FLUSH_EVERY[0].is_multiple_of(IN_FLIGHT) && FLUSH_EVERY[1].is_multiple_of(IN_FLIGHT),
+    "whole groups per flush"
+);
 
 /// Values of room after the last row of a matrix the micro-kernel reads, so that a row's last
 /// few columns can be one full 32-column tile reading on into the room (see
@@ -93,11 +97,12 @@ impl<const D: usize> ConvNet<D> {
         while i < 2 {
             let c = &self.conv[i].conv;
             let pooled = self.conv[i].pool().output_len();
-            // patches both ways (a block of the weight gradient's), pooled output, a block of the
-            // windows' deltas
-            vals += (1 + CONV_BLOCKS[i]) * c.patches_len() + ROW_SLACK + pooled + CONV_BLOCKS[i] * pooled;
-            // pre-activations, gradient at the pooled output
-            accs += c.output_len() + pooled;
+            // patches both ways (a block of the weight gradient's, each sample in flight its
+            // transposed ones), pooled outputs, a block of the windows' deltas
+            vals += (IN_FLIGHT + CONV_BLOCKS[i]) * c.patches_len() + ROW_SLACK;
+            vals += IN_FLIGHT * pooled + CONV_BLOCKS[i] * pooled;
+            // pre-activations, gradients at the pooled outputs
+            accs += c.output_len() + IN_FLIGHT * pooled;
             if i > 0 {
                 // the input gradient (the first block has none): embedded filters, one region
                 vals += embedded_len(c);
@@ -112,12 +117,12 @@ impl<const D: usize> ConvNet<D> {
         i = 0;
         while i < D {
             let d = &self.dense[i].dense;
-            // W^T, this sample's activations
-            vals += d.weight_len() + ROW_SLACK + d.outputs;
+            // W^T, the activations of the samples in flight
+            vals += d.weight_len() + ROW_SLACK + IN_FLIGHT * d.outputs;
             // where the rows of W^T and of W start
             indices += d.inputs + d.outputs;
             // pre-activations and output gradients
-            accs += 2 * d.outputs;
+            accs += IN_FLIGHT * 2 * d.outputs;
             terms = max(terms, max(d.inputs, d.outputs));
             i += 1;
         }
@@ -216,14 +221,11 @@ impl<'a> Terms<'a> {
 
 /// A convolution block's buffers on the fast path.
 struct ConvSpace<'a> {
-    patches_t: &'a mut [i16],
     /// A block ([`CONV_BLOCKS`]) of samples' im2col matrices, the weight gradient's rows.
     patches: &'a mut [i16],
     pre: &'a mut [i64],
-    pooled: &'a mut [i16],
     /// A block ([`CONV_BLOCKS`]) of samples' winners, one per pooling window (an index into `pre`).
     argmax: &'a mut [u32],
-    grad_pooled: &'a mut [i64],
     /// A block ([`CONV_BLOCKS`]) of samples' deltas, one per pooling window, at its winner (every other
     /// position's is zero).
     window_delta: &'a mut [i16],
@@ -249,9 +251,6 @@ struct DenseSpace<'a> {
     /// Where this layer's input and its deltas sit in a sample's batch row.
     input_at: usize,
     delta_at: usize,
-    pre: &'a mut [i64],
-    act: &'a mut [i16],
-    grad_out: &'a mut [i64],
     /// `i * outputs` for every input `i`: where the rows of `W^T` start (the forward pass's terms).
     input_rows: &'a mut [u32],
     /// `j * inputs` for every output `j`: where the rows of `W` start (the input gradient's terms).
@@ -260,12 +259,42 @@ struct DenseSpace<'a> {
     weight_limit: u32,
 }
 
+/// Samples whose passes run together, so that each dense layer's weights are read once for all
+/// of them ([`dense_forward`], [`dense_backward`]): the dense layers are one product per pass
+/// whatever the batch, and their weights (MxLenet's fc1: 800 kB) are the largest thing a sample
+/// reads. Each sample in flight keeps its own [`InFlight`].
+pub(crate) const IN_FLIGHT: usize = 2;
+
+/// What one sample keeps of a convolution block from its forward pass to its backward pass.
+struct ConvSample<'a> {
+    /// The transposed im2col matrix, one row per filter tap (the forward product's rows).
+    patches_t: &'a mut [i16],
+    /// The pooled tanh outputs: the next layer's input, and tanh's derivative going back.
+    pooled: &'a mut [i16],
+    /// The gradient at the pooled outputs.
+    grad_pooled: &'a mut [i64],
+}
+
+/// What one sample keeps of a dense block from its forward pass to its backward pass.
+struct DenseSample<'a> {
+    pre: &'a mut [i64],
+    act: &'a mut [i16],
+    grad_out: &'a mut [i64],
+}
+
+/// One sample in flight.
+struct InFlight<'a, const D: usize> {
+    conv: [ConvSample<'a>; 2],
+    dense: [DenseSample<'a>; D],
+}
+
 struct Space<'a, const D: usize> {
     input: &'a mut [i16],
     /// One sample's batch row, for evaluation.
     row: &'a mut [i16],
     conv: [ConvSpace<'a>; 2],
     dense: [DenseSpace<'a>; D],
+    samples: [InFlight<'a, D>; IN_FLIGHT],
     terms: Terms<'a>,
 }
 
@@ -279,12 +308,9 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
         let (embedded, region) = if input_gradient { (embedded_len(c), region_len(c)) } else { (0, 0) };
         let pooled = b.pool().output_len();
         ConvSpace {
-            patches_t: vals.take(c.patches_len()),
             patches: vals.take(samples * c.patches_len() + ROW_SLACK),
             pre: accs.take(c.output_len()),
-            pooled: vals.take(pooled),
             argmax: indices.take(samples * pooled),
-            grad_pooled: accs.take(pooled),
             window_delta: vals.take(samples * pooled),
             embedded: vals.take(embedded),
             region: accs.take(region),
@@ -303,13 +329,24 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
             weights_t: vals.take(d.weight_len() + ROW_SLACK),
             input_at,
             delta_at: input_at + d.inputs,
-            pre: accs.take(d.outputs),
-            act: vals.take(d.outputs),
-            grad_out: accs.take(d.outputs),
             input_rows: indices.take(d.inputs),
             output_rows: indices.take(d.outputs),
             weight_limit: 0,
         }
+    });
+    let samples = core::array::from_fn(|_| InFlight {
+        conv: core::array::from_fn(|i| {
+            let c = &net.conv[i];
+            ConvSample {
+                patches_t: vals.take(c.conv.patches_len()),
+                pooled: vals.take(c.pool().output_len()),
+                grad_pooled: accs.take(c.pool().output_len()),
+            }
+        }),
+        dense: core::array::from_fn(|i| {
+            let outputs = net.dense[i].dense.outputs;
+            DenseSample { pre: accs.take(outputs), act: vals.take(outputs), grad_out: accs.take(outputs) }
+        }),
     });
     // The rest is the term list (the scratch may be larger than the fast path needs: it is sized
     // for the generic path too).
@@ -317,7 +354,7 @@ fn carve<'a, const D: usize>(net: &ConvNet<D>, scratch: ScratchMut<'a, Fixed>) -
     let (offsets, ends) = rest_indices.split_at_mut(rest_indices.len() / 2);
     let row = vals.take(net.batch_row());
     let terms = Terms { offsets, coeffs: vals.rest(), second: &mut [], ends, len: 0, chunks: 0 };
-    Space { input, row, conv, dense, terms }
+    Space { input, row, conv, dense, samples, terms }
 }
 
 /// Once per call: transposed dense weights, their bounds, and the forward chunks of every filter.
@@ -374,12 +411,20 @@ fn im2col_t(block: &ConvBlock, input: &[i16], patches_t: &mut [i16]) {
     }
 }
 
-/// Forward pass of one convolution block, its winners into block slot `slot` of `argmax`.
-fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut ConvSpace<'_>, slot: usize) {
+/// Forward pass of one convolution block for the sample `sample`, its winners into block slot
+/// `slot` of `argmax`.
+fn conv_forward(
+    block: &ConvBlock,
+    w: Weights<'_, Fixed>,
+    input: &[i16],
+    c: &mut ConvSpace<'_>,
+    sample: &mut ConvSample<'_>,
+    slot: usize,
+) {
     let s = block.spec;
     let conv = &block.conv;
     let (k_len, positions) = (conv.patch_len(), conv.positions());
-    im2col_t(block, input, c.patches_t);
+    im2col_t(block, input, sample.patches_t);
     let weights = s.weights(w.working);
     let ends = |co: usize| &c.filter_ends[co * k_len..][..c.filter_chunks[co] as usize];
     let mut outputs = c.pre.chunks_exact_mut(2 * positions);
@@ -388,16 +433,18 @@ fn conv_forward(block: &ConvBlock, w: Weights<'_, Fixed>, input: &[i16], c: &mut
         let filters = weights[co * k_len..][..2 * k_len].split_at(k_len);
         let filters = [filters.0, filters.1];
         let rows = (&*c.row_offsets, positions);
-        gather_axpy2_strided([first, second], Write::Set, c.patches_t, rows, filters, ends(co));
+        gather_axpy2_strided([first, second], Write::Set, sample.patches_t, rows, filters, ends(co));
     }
     if let Some(co) = (conv.out_ch % 2 == 1).then(|| conv.out_ch - 1) {
         let filter = &weights[co * k_len..][..k_len];
         let rows = (&*c.row_offsets, positions);
-        gather_axpy_strided(outputs.into_remainder(), Write::Set, c.patches_t, rows, filter, ends(co));
+        let outputs = outputs.into_remainder();
+        gather_axpy_strided(outputs, Write::Set, sample.patches_t, rows, filter, ends(co));
     }
     let biases = s.biases(w.master);
-    let argmax = &mut c.argmax[slot * c.pooled.len()..][..c.pooled.len()];
-    pool_then_tanh(&block.conv, c.pre, biases, s.acc_frac(), c.pooled, argmax);
+    let pooled = sample.pooled.len();
+    let argmax = &mut c.argmax[slot * pooled..][..pooled];
+    pool_then_tanh(&block.conv, c.pre, biases, s.acc_frac(), sample.pooled, argmax);
 }
 
 /// Max-pooling then tanh, as the definition's tanh then max-pooling: each 2 x 2 window's output
@@ -470,94 +517,135 @@ fn first_tie_in_flat_tail(top: &[i16], bottom: &[i16], x: usize, largest: i16) -
 /// widest is 14).
 const MAX_POOLED_WIDTH: usize = 64;
 
-/// `pre = W x + b` for one sample, chunk ends into `ends`: where [`dot`] has a vector path, the
-/// rows of `W` dotted with the inputs; elsewhere the rows of `W^T` (`outputs` values apart)
-/// scaled by the inputs, every input a term (a zero input adds nothing; tanh outputs are rarely
-/// exactly zero, and a fixed stride lets each row load move on without an offset).
-#[allow(clippy::too_many_arguments)] // the layer, its transposed weights and where they start, one sample's data
+/// `pre = W x + b` for each sample in flight (`xs` and `pres`, one or two), chunk ends into
+/// `ends`: where [`dot`] has a vector path, the rows of `W` dotted with the inputs; elsewhere the
+/// rows of `W^T` (`outputs` values apart) scaled by the inputs, every input a term (a zero input
+/// adds nothing; tanh outputs are rarely exactly zero, and a fixed stride lets each row load move
+/// on without an offset). Two samples share one pass over the weights, their chunks cut for both.
 fn dense_pre(
     block: &DenseBlock,
     w: Weights<'_, Fixed>,
-    (weights_t, input_rows): (&[i16], &[u32]),
-    weight_limit: u32,
-    x: &[i16],
-    pre: &mut [i64],
+    d: &DenseSpace<'_>,
+    xs: &[&[i16]],
+    pres: &mut [&mut [i64]],
     ends: &mut [u32],
 ) {
-    let outputs = block.dense.outputs;
-    let chunks = chunk_ends(x, weight_limit, ends);
+    let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
     // The dot form reads `W` front to back, the rows the input gradient reads too, so that only
     // one copy of the weights is in the cache ([`dot`]).
-    if dot::has_vector_path(level::current()) {
-        dot_rows(pre, (block.spec.weights(w.working), block.dense.inputs), x, &ends[..chunks]);
-    } else {
-        gather_axpy_strided(pre, Write::Set, weights_t, (input_rows, outputs), x, &ends[..chunks]);
+    let dot = dot::has_vector_path(level::current());
+    let (weights, weights_t) = (block.spec.weights(w.working), &*d.weights_t);
+    let rows_t = (&*d.input_rows, outputs);
+    let chunks = match dot {
+        true => chunk_ends_dot(xs, d.weight_limit, ends),
+        false if xs.len() == 1 => chunk_ends(xs[0], d.weight_limit, ends),
+        false => chunk_ends_pair([xs[0], xs[1]], d.weight_limit, ends),
+    };
+    let ends = &ends[..chunks];
+    match (xs, &mut *pres) {
+        ([x], [pre]) => match dot {
+            true => dot_rows(pre, (weights, inputs), x, ends),
+            false => gather_axpy_strided(pre, Write::Set, weights_t, rows_t, x, ends),
+        },
+        ([x0, x1], [pre0, pre1]) => {
+            let outs = [&mut **pre0, &mut **pre1];
+            match dot {
+                true => dot_rows2(outs, (weights, inputs), [x0, x1], ends),
+                false => gather_axpy2_strided(outs, Write::Set, weights_t, rows_t, [x0, x1], ends),
+            }
+        }
+        _ => panic!("one or two samples in flight"),
     }
     let s = block.spec;
-    for (p, &b) in pre.iter_mut().zip(s.biases(w.master)) {
-        *p += Fixed::bias(b, s.acc_frac());
+    for pre in pres.iter_mut() {
+        for (p, &b) in pre.iter_mut().zip(s.biases(w.master)) {
+            *p += Fixed::bias(b, s.acc_frac());
+        }
     }
 }
 
-/// Forward pass of the image in `space.input` as sample `slot` of the block: each dense layer's
-/// input is stored in the sample's batch row `row`; the logits are left in the last layer's `pre`.
-fn forward<const D: usize>(
+/// The convolutions' forward passes of the image in `space.input` as sample `k` in flight, in
+/// block slot `slot`: the last one's pooled outputs, the first dense layer's input, go into the
+/// sample's batch row `row`.
+fn conv_forwards<const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     space: &mut Space<'_, D>,
-    row: &mut [i16],
+    k: usize,
     slot: usize,
+    row: &mut [i16],
 ) {
     let [c0, c1] = &mut space.conv;
+    let [s0, s1] = &mut space.samples[k].conv;
     let t = span(Slot::Layer(0, Phase::Forward));
-    conv_forward(&net.conv[0], w, space.input, c0, slot % FLUSH_EVERY[0]);
-    let t = t.then(Slot::Layer(1, Phase::Forward));
-    conv_forward(&net.conv[1], w, c0.pooled, c1, slot % FLUSH_EVERY[1]);
-    drop(t);
-    for i in 0..D {
+    conv_forward(&net.conv[0], w, space.input, c0, s0, slot % FLUSH_EVERY[0]);
+    let _t = t.then(Slot::Layer(1, Phase::Forward));
+    conv_forward(&net.conv[1], w, s0.pooled, c1, s1, slot % FLUSH_EVERY[1]);
+    copy_i16(&mut row[space.dense[0].input_at..][..s1.pooled.len()], s1.pooled);
+}
+
+/// The dense layers' forward passes of the first `count` samples in flight, whose first inputs
+/// are in their batch rows (`rows`, one per sample, `row_len` values each): every later layer's
+/// input is stored in the rows too; the logits are left in the last layer's `pre`.
+fn dense_forward<const D: usize>(
+    net: &ConvNet<D>,
+    w: Weights<'_, Fixed>,
+    space: &mut Space<'_, D>,
+    rows: &mut [i16],
+    (row_len, count): (usize, usize),
+) {
+    for (i, (block, d)) in net.dense.iter().zip(&space.dense).enumerate() {
         let _t = span(Slot::Layer(2 + i, Phase::Forward));
-        let block = &net.dense[i];
         let inputs = block.dense.inputs;
-        let (before, from_here) = space.dense.split_at_mut(i);
-        let DenseSpace { weights_t, input_at, pre, act, input_rows, weight_limit, .. } = &mut from_here[0];
-        let x = &mut row[*input_at..][..inputs];
-        match before.last() {
-            Some(previous) => x.copy_from_slice(previous.act),
-            None => x.copy_from_slice(c1.pooled),
+        let [a, b] = &mut space.samples;
+        if i > 0 {
+            for (row, sample) in rows.chunks_exact_mut(row_len).zip([&*a, &*b]).take(count) {
+                copy_i16(&mut row[d.input_at..][..inputs], sample.dense[i - 1].act);
+            }
         }
-        dense_pre(block, w, (weights_t, input_rows), *weight_limit, x, pre, space.terms.ends);
+        let mut xs: [&[i16]; IN_FLIGHT] = [&[]; IN_FLIGHT];
+        for (x, row) in xs.iter_mut().zip(rows.chunks_exact(row_len)).take(count) {
+            *x = &row[d.input_at..][..inputs];
+        }
+        let mut pres = [&mut *a.dense[i].pre, &mut *b.dense[i].pre];
+        dense_pre(block, w, d, &xs[..count], &mut pres[..count], space.terms.ends);
         if block.tanh {
-            tanh_forward::<Fixed>(pre, block.spec.acc_frac(), act);
+            for sample in [a, b].into_iter().take(count) {
+                let DenseSample { pre, act, .. } = &mut sample.dense[i];
+                tanh_forward::<Fixed>(pre, block.spec.acc_frac(), act);
+            }
         }
     }
 }
 
-/// Convolution backward from `grad_pooled` (in `grad_frac` fraction bits) for the sample in block
-/// slot `slot`: its window deltas and patch rows kept for the weight gradient ([`conv_flush`]),
-/// and the input gradient into `grad_input` when there is one.
+/// Convolution backward from `sample.grad_pooled` (in `grad_frac` fraction bits) for the sample
+/// in block slot `slot`: its window deltas and patch rows kept for the weight gradient
+/// ([`conv_flush`]), and the input gradient into `grad_input` when there is one.
+#[allow(clippy::too_many_arguments)] // the layer, its buffers and the sample's, where and how to write
 fn conv_backward(
     layer: usize,
     block: &ConvBlock,
     c: &mut ConvSpace<'_>,
+    sample: &ConvSample<'_>,
     slot: usize,
     grad_frac: u32,
     grad_input: Option<&mut [i64]>,
     terms: &mut Terms<'_>,
 ) -> u32 {
     let conv = &block.conv;
-    let pooled = c.pooled.len();
+    let pooled = sample.pooled.len();
     let t = span(Slot::Layer(layer, Phase::InputGradient));
     // The deltas, one per pooling window: `tanh'(y) * g` at the window's winner (the definition's
     // tanh backward of the routed gradient). Every other position's delta is zero, so none is
     // stored: the weight and input gradients read the winners' deltas beside their `argmax`.
     let window_delta = &mut c.window_delta[slot * pooled..][..pooled];
-    pool::tanh_backward_all(c.grad_pooled, grad_frac, c.pooled, window_delta);
+    pool::tanh_backward_all(sample.grad_pooled, grad_frac, sample.pooled, window_delta);
     let t = t.then(Slot::Layer(layer, Phase::WeightGradient));
     // The weight gradient's rows are the im2col matrix itself (`patches[p][k]`, one row per output
     // position): the transpose of the forward pass's `patches_t`, moved in 8 x 8 blocks, and only
     // when training (evaluation never needs it).
     let patches_len = conv.patches_len();
-    transpose_i16(c.patches_t, conv.positions(), &mut c.patches[slot * patches_len..][..patches_len]);
+    transpose_i16(sample.patches_t, conv.positions(), &mut c.patches[slot * patches_len..][..patches_len]);
     let _t = t.then(Slot::Layer(layer, Phase::InputGradient));
     if let Some(grad_in) = grad_input {
         input_gradient(block, c, slot, grad_in, terms);
@@ -581,7 +669,7 @@ fn conv_flush(
     let s = block.spec;
     let conv = &block.conv;
     let (k_len, positions, patches_len) = (conv.patch_len(), conv.positions(), conv.patches_len());
-    let pooled = c.pooled.len();
+    let pooled = block.pool().output_len();
     let windows = pooled / conv.out_ch;
     let patch_limit = input_limit(s.input_frac);
     let (grad_w, grad_b) = s.params_mut(grads);
@@ -662,7 +750,7 @@ fn input_gradient(
 ) {
     let conv = &block.conv;
     let (out_w, positions, region) = (conv.out_w(), conv.positions(), region_len(conv));
-    let pooled = c.pooled.len();
+    let pooled = block.pool().output_len();
     let windows = pooled / conv.out_ch;
     let (argmax, window_delta) =
         (&c.argmax[slot * pooled..][..pooled], &c.window_delta[slot * pooled..][..pooled]);
@@ -689,44 +777,77 @@ fn input_gradient(
     }
 }
 
-/// Backward pass of sample `slot`, whose output delta is already in its batch row `row`: dense
-/// deltas into the row (their weight gradients wait for [`dense_gradients`]), the convolutions'
-/// deltas and patches kept for their weight gradients ([`conv_flush`]).
-fn backward<const D: usize>(
+/// The dense layers' backward passes of the first `count` samples in flight, whose output deltas
+/// are already in their batch rows (`rows`, `row_len` values each): every layer's deltas into the
+/// rows (their weight gradients wait for [`dense_gradients`]), the gradient at the last
+/// convolution's pooled outputs into each sample's `grad_pooled`. Returns its fraction bits.
+fn dense_backward<const D: usize>(
     net: &ConvNet<D>,
     w: Weights<'_, Fixed>,
     space: &mut Space<'_, D>,
-    row: &mut [i16],
-    slot: usize,
-) {
-    let [c0, c1] = &mut space.conv;
+    rows: &mut [i16],
+    (row_len, count): (usize, usize),
+) -> u32 {
     let mut frac = 0;
     for i in (0..D).rev() {
         let _t = span(Slot::Layer(2 + i, Phase::InputGradient));
         let block = &net.dense[i];
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
-        let (before, from_here) = space.dense.split_at_mut(i);
-        let d = &mut from_here[0];
-        let delta = &mut row[d.delta_at..][..outputs];
+        let d = &space.dense[i];
+        let [a, b] = &mut space.samples;
+        let mut flights = [a, b];
         if block.tanh {
-            tanh_backward::<Fixed>(d.grad_out, frac, d.act, delta);
+            for (row, sample) in rows.chunks_exact_mut(row_len).zip(flights.iter_mut()).take(count) {
+                let DenseSample { act, grad_out, .. } = &sample.dense[i];
+                tanh_backward::<Fixed>(grad_out, frac, act, &mut row[d.delta_at..][..outputs]);
+            }
         }
-        let grad_input: &mut [i64] = match before.last_mut() {
-            Some(previous) => previous.grad_out,
-            None => c1.grad_pooled,
-        };
+        let mut deltas: [&[i16]; IN_FLIGHT] = [&[]; IN_FLIGHT];
+        for (delta, row) in deltas.iter_mut().zip(rows.chunks_exact(row_len)).take(count) {
+            *delta = &row[d.delta_at..][..outputs];
+        }
+        let mut grads = flights.map(|sample| match i {
+            0 => &mut *sample.conv[1].grad_pooled,
+            _ => &mut *sample.dense[i - 1].grad_out,
+        });
         // The rows of `W` (`inputs` values apart) scaled by the deltas, every delta a term (as
-        // in `dense_pre`).
+        // in `dense_pre`); two samples share one pass over them.
+        let (weights, rows_w) = (block.spec.weights(w.working), (&*d.output_rows, inputs));
         let ends = &mut *space.terms.ends;
-        let chunks = chunk_ends(delta, d.weight_limit, ends);
-        let rows = (&*d.output_rows, inputs);
-        let weights = block.spec.weights(w.working);
-        gather_axpy_strided(grad_input, Write::Set, weights, rows, delta, &ends[..chunks]);
+        match (&deltas[..count], &mut grads[..count]) {
+            ([delta], [grad]) => {
+                let chunks = chunk_ends(delta, d.weight_limit, ends);
+                let ends = &ends[..chunks];
+                gather_axpy_strided(grad, Write::Set, weights, rows_w, delta, ends);
+            }
+            ([d0, d1], [g0, g1]) => {
+                let chunks = chunk_ends_pair([d0, d1], d.weight_limit, ends);
+                let ends = &ends[..chunks];
+                gather_axpy2_strided([g0, g1], Write::Set, weights, rows_w, [d0, d1], ends);
+            }
+            _ => panic!("one or two samples in flight"),
+        }
         frac = block.spec.input_grad_frac();
     }
-    let grad_pooled = Some(&mut *c0.grad_pooled);
-    frac = conv_backward(1, &net.conv[1], c1, slot % FLUSH_EVERY[1], frac, grad_pooled, &mut space.terms);
-    conv_backward(0, &net.conv[0], c0, slot % FLUSH_EVERY[0], frac, None, &mut space.terms);
+    frac
+}
+
+/// The convolutions' backward passes of sample `k` in flight, in block slot `slot`, from the
+/// gradient at its pooled outputs (in `frac` fraction bits): their deltas and patch rows kept for
+/// the weight gradients ([`conv_flush`]).
+fn conv_backwards<const D: usize>(
+    net: &ConvNet<D>,
+    space: &mut Space<'_, D>,
+    k: usize,
+    slot: usize,
+    frac: u32,
+) {
+    let [c0, c1] = &mut space.conv;
+    let [s0, s1] = &mut space.samples[k].conv;
+    let terms = &mut space.terms;
+    let grad_pooled = Some(&mut *s0.grad_pooled);
+    let frac = conv_backward(1, &net.conv[1], c1, s1, slot % FLUSH_EVERY[1], frac, grad_pooled, terms);
+    conv_backward(0, &net.conv[0], c0, s0, slot % FLUSH_EVERY[0], frac, None, terms);
 }
 
 /// Part `k` of `parts` of the dense layers' parameters ([`ConvNet::dense_params`]), in the flat
@@ -884,19 +1005,46 @@ pub(crate) fn accumulate_rows<'s, const D: usize>(
     // Whether a convolution's sums are still to be written (the first flush of the step's first
     // block writes them, so they are never cleared and read back).
     let mut fresh = [first; 2];
+    let mut samples = samples.into_iter();
     let mut slot = 0;
-    for (image, label) in samples {
-        let row = rows.get_mut(slot * row_len..(slot + 1) * row_len).expect("a batch row per sample");
-        load_image::<Fixed>(image, net.side, space.input);
-        forward(net, w, &mut space, row, slot);
+    loop {
+        // The next samples in flight: their convolutions' forward passes one by one.
+        let mut labels = [0u8; IN_FLIGHT];
+        let mut count = 0;
+        while count < IN_FLIGHT {
+            let Some((image, label)) = samples.next() else { break };
+            let at = (slot + count) * row_len;
+            let row = rows.get_mut(at..at + row_len).expect("a batch row per sample");
+            load_image::<Fixed>(image, net.side, space.input);
+            conv_forwards(net, w, &mut space, count, slot + count, row);
+            labels[count] = label;
+            count += 1;
+        }
+        if count == 0 {
+            break;
+        }
+        // Their dense layers together, each layer's weights read once for all of them.
+        let group = &mut rows[slot * row_len..(slot + count) * row_len];
+        dense_forward(net, w, &mut space, group, (row_len, count));
         let t = span(Slot::Loss);
-        let delta = &mut row[last_delta_at..];
-        let outcome =
-            softmax_cross_entropy::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize, delta);
+        for (k, (row, &label)) in group.chunks_exact_mut(row_len).zip(&labels).take(count).enumerate() {
+            let logits = &space.samples[k].dense[D - 1].pre;
+            let outcome = softmax_cross_entropy::<Fixed>(
+                logits,
+                logits_frac,
+                label as usize,
+                &mut row[last_delta_at..],
+            );
+            stats.record(&outcome, label);
+        }
         drop(t);
-        stats.record(&outcome, label);
-        backward(net, w, &mut space, row, slot);
-        slot += 1;
+        let frac = dense_backward(net, w, &mut space, group, (row_len, count));
+        for k in 0..count {
+            conv_backwards(net, &mut space, k, slot + k, frac);
+        }
+        slot += count;
+        // Samples are in flight two at a time from an even slot and the flush periods are even,
+        // so a block fills up exactly at the end of a group (or with the last sample).
         for (layer, (block, c)) in net.conv.iter().zip(space.conv.iter()).enumerate() {
             if slot.is_multiple_of(FLUSH_EVERY[layer]) {
                 let write = if fresh[layer] { Write::Set } else { Write::Add };
@@ -934,10 +1082,11 @@ pub(crate) fn evaluate<'s, const D: usize>(
     for (image, label) in samples {
         load_image::<Fixed>(image, net.side, space.input);
         let row = core::mem::take(&mut space.row);
-        forward(net, w, &mut space, row, 0);
+        conv_forwards(net, w, &mut space, 0, 0, row);
+        dense_forward(net, w, &mut space, row, (row.len(), 1));
         space.row = row;
-        let outcome: SampleOutcome =
-            evaluate_logits::<Fixed>(space.dense[D - 1].pre, logits_frac, label as usize);
+        let logits = &space.samples[0].dense[D - 1].pre;
+        let outcome: SampleOutcome = evaluate_logits::<Fixed>(logits, logits_frac, label as usize);
         stats.record(&outcome, label);
     }
     stats

@@ -13,11 +13,12 @@
 //! multiply by lane; so only x86-64's AVX-512 level has a vector path here ([`has_vector_path`]),
 //! and callers take the gather form elsewhere.
 //!
-//! **Exactness.** `x` is cut into chunks by [`super::schedule::chunk_ends`] for a bound `R` on every
-//! value of the rows. Within a chunk, lane `k` of a row's `i32` accumulator holds the products of
-//! the chunk's terms `i` with `(i - start) % 32` in `{2k, 2k + 1}`: a sub-sum of the chunk's
-//! products, so its magnitude is at most `sum over the chunk of |x_i| * R <= i32::MAX`, the
-//! schedule's bound. At a chunk's end the lanes are widened into `i64` and cleared.
+//! **Exactness.** `x` is cut into chunks of whole 32-term blocks by
+//! [`super::schedule::chunk_ends_dot`] for a bound `R` on every value of the rows. Within a chunk,
+//! lane `k` of a row's `i32` accumulator holds the products of the chunk's terms `i` with
+//! `(i - start) % 32` in `{2k, 2k + 1}`, which that schedule bounds lane by lane (the proof is
+//! there); a finer cut, such as [`super::schedule::chunk_ends`]'s, bounds every sub-sum of a chunk
+//! and so serves too. At a chunk's end the lanes are widened into `i64` and cleared.
 
 use super::level::{self, Level};
 
@@ -34,7 +35,8 @@ pub fn dot_rows(out: &mut [i64], (rows, stride): (&[i16], usize), x: &[i16], end
 }
 
 /// Exact `out[r] = sum_i rows[r * stride + i] * x[i]` (see the module documentation), with the
-/// chunks `ends` from [`super::schedule::chunk_ends`] of `x` for a bound on every value of the rows.
+/// chunks `ends` from [`super::schedule::chunk_ends_dot`] of `x` for a bound on every value of the
+/// rows (or any finer cut, such as [`super::schedule::chunk_ends`]'s).
 pub fn dot_rows_at(level: Level, out: &mut [i64], (rows, stride): (&[i16], usize), x: &[i16], ends: &[u32]) {
     check(out.len(), (rows, stride), x, ends);
     if has_vector_path(level) {
@@ -42,11 +44,45 @@ pub fn dot_rows_at(level: Level, out: &mut [i64], (rows, stride): (&[i16], usize
         // SAFETY: `check` proved that every row's `x.len()` values lie inside `rows` and that the
         // chunks end in order at `x.len()`; `has_vector_path` checked the CPU for AVX-512 F/BW/VNNI.
         unsafe {
-            avx512::dot_rows(out, rows.as_ptr(), stride, x, ends)
+            avx512::dot_rows([out], rows.as_ptr(), stride, [x], ends)
         };
         return;
     }
     dot_rows_scalar(out, (rows, stride), x);
+}
+
+/// [`dot_rows2_at`] at the current level.
+#[inline]
+pub fn dot_rows2(outs: [&mut [i64]; 2], (rows, stride): (&[i16], usize), xs: [&[i16]; 2], ends: &[u32]) {
+    dot_rows2_at(level::current(), outs, (rows, stride), xs, ends)
+}
+
+/// [`dot_rows_at`] for two vectors over the same rows, `outs[v][r] = sum_i rows[r * stride + i] *
+/// xs[v][i]`, each row read once for both; `ends` from [`super::schedule::chunk_ends_dot`] of
+/// the two, which bounds both vectors' lanes.
+pub fn dot_rows2_at(
+    level: Level,
+    outs: [&mut [i64]; 2],
+    (rows, stride): (&[i16], usize),
+    xs: [&[i16]; 2],
+    ends: &[u32],
+) {
+    let [first, second] = outs;
+    assert_eq!(first.len(), second.len(), "both outputs have the same rows");
+    assert_eq!(xs[0].len(), xs[1].len(), "both vectors have the same length");
+    check(first.len(), (rows, stride), xs[0], ends);
+    debug_assert!(!xs[1].contains(&i16::MIN), "values are in the symmetric range");
+    if has_vector_path(level) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_rows_at`, for both vectors (of one length) and both outputs (of one
+        // length).
+        unsafe {
+            avx512::dot_rows([first, second], rows.as_ptr(), stride, xs, ends)
+        };
+        return;
+    }
+    dot_rows_scalar(first, (rows, stride), xs[0]);
+    dot_rows_scalar(second, (rows, stride), xs[1]);
 }
 
 /// The definition the vector path must match: plain `i64` arithmetic.
@@ -72,71 +108,99 @@ fn check(count: usize, (rows, stride): (&[i16], usize), x: &[i16], ends: &[u32])
 mod avx512 {
     use core::arch::x86_64::*;
 
-    /// Rows taken at once: eight accumulators in flight, so consecutive `vpdpwssd`s do not wait
-    /// for each other, and each 32 values of `x` loaded once for eight rows.
-    const ROWS: usize = 8;
-
-    /// [`super::dot_rows_at`]'s vector path.
+    /// [`super::dot_rows_at`]'s and [`super::dot_rows2_at`]'s vector path for `N` vectors: rows
+    /// taken eight at a time for one vector, four for two (eight accumulators in flight either
+    /// way, so consecutive `vpdpwssd`s do not wait for each other, and each 32 values of a vector
+    /// loaded once for all those rows).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW/VNNI; for every `r < out.len()`, `rows + r * stride` has `x.len()`
-    /// readable values; `ends` increases to `x.len()` and its chunks obey the schedule's bound.
+    /// The CPU has AVX-512 F/BW/VNNI; all outputs have one length and all vectors another; for
+    /// every row `r` of the outputs, `rows + r * stride` has a vector's length of readable values;
+    /// `ends` increases to that length and its chunks obey the schedule's bound for every vector.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn dot_rows(out: &mut [i64], rows: *const i16, stride: usize, x: &[i16], ends: &[u32]) {
-        let mut blocks = out.chunks_exact_mut(ROWS);
+    pub unsafe fn dot_rows<const N: usize>(
+        outs: [&mut [i64]; N],
+        rows: *const i16,
+        stride: usize,
+        xs: [&[i16]; N],
+        ends: &[u32],
+    ) {
+        let count = outs[0].len();
+        let outs = outs.map(|o| o.as_mut_ptr());
+        let block = if N == 1 { 8 } else { 4 };
         let mut first = 0;
-        for block in &mut blocks {
-            // SAFETY: rows `first..first + ROWS` exist (the contract).
-            unsafe { dot_block::<ROWS>(block, rows.add(first * stride), stride, x, ends) };
-            first += ROWS;
+        while first + block <= count {
+            // SAFETY: rows `first..first + block` exist in the matrix and the outputs (the contract).
+            unsafe {
+                let outs = outs.map(|o| o.add(first));
+                match N {
+                    1 => dot_block::<8, N>(outs, rows.add(first * stride), stride, xs, ends),
+                    _ => dot_block::<4, N>(outs, rows.add(first * stride), stride, xs, ends),
+                }
+            }
+            first += block;
         }
-        for o in blocks.into_remainder().chunks_exact_mut(1) {
+        while first < count {
             // SAFETY: row `first` exists (the contract).
-            unsafe { dot_block::<1>(o, rows.add(first * stride), stride, x, ends) };
+            unsafe {
+                dot_block::<1, N>(outs.map(|o| o.add(first)), rows.add(first * stride), stride, xs, ends)
+            };
             first += 1;
         }
     }
 
-    /// `N` rows starting at `rows`, `stride` values apart, into `out[..N]`.
+    /// `R` rows starting at `rows`, `stride` values apart, dotted with `N` vectors into
+    /// `outs[v][..R]`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn dot_block<const N: usize>(
-        out: &mut [i64],
+    unsafe fn dot_block<const R: usize, const N: usize>(
+        outs: [*mut i64; N],
         rows: *const i16,
         stride: usize,
-        x: &[i16],
+        xs: [&[i16]; N],
         ends: &[u32],
     ) {
         let zero = _mm512_setzero_si512();
-        let mut wide = [zero; N];
+        let mut wide = [[zero; R]; N];
         let mut start = 0;
         for &end in ends {
             let end = end as usize;
-            let mut lanes = [zero; N];
+            let mut lanes = [[zero; R]; N];
             let mut i = start;
             while i < end {
                 let n = (end - i).min(32);
                 let mask = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-                // SAFETY: terms `i..i + n` are terms of `x` and of every row (the contract); the
+                // SAFETY: terms `i..i + n` are terms of every vector and row (the contract); the
                 // masked loads read nothing past them.
                 unsafe {
-                    let xs = _mm512_maskz_loadu_epi16(mask, x.as_ptr().add(i));
-                    for (k, lane) in lanes.iter_mut().enumerate() {
+                    // A loop, not a closure: a closure would not have the target features.
+                    let mut vectors = [zero; N];
+                    for (vector, x) in vectors.iter_mut().zip(xs) {
+                        *vector = _mm512_maskz_loadu_epi16(mask, x.as_ptr().add(i));
+                    }
+                    for k in 0..R {
                         let row = _mm512_maskz_loadu_epi16(mask, rows.add(k * stride + i));
-                        *lane = _mm512_dpwssd_epi32(*lane, row, xs);
+                        for (lanes, &vector) in lanes.iter_mut().zip(&vectors) {
+                            lanes[k] = _mm512_dpwssd_epi32(lanes[k], row, vector);
+                        }
                     }
                 }
                 i += 32;
             }
-            for (w, l) in wide.iter_mut().zip(lanes) {
-                let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(l));
-                let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(l));
-                *w = _mm512_add_epi64(*w, _mm512_add_epi64(low, high));
+            for (wide, lanes) in wide.iter_mut().zip(lanes) {
+                for (w, l) in wide.iter_mut().zip(lanes) {
+                    let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(l));
+                    let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(l));
+                    *w = _mm512_add_epi64(*w, _mm512_add_epi64(low, high));
+                }
             }
             start = end;
         }
-        for (o, w) in out.iter_mut().zip(wide) {
-            *o = _mm512_reduce_add_epi64(w);
+        for (out, wide) in outs.into_iter().zip(wide) {
+            for (k, w) in wide.into_iter().enumerate() {
+                // SAFETY: row `k` of the block exists in every output (the contract).
+                unsafe { *out.add(k) = _mm512_reduce_add_epi64(w) };
+            }
         }
     }
 }
@@ -145,7 +209,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::rng::Rng;
-    use crate::simd::schedule::{chunk_ends, max_abs};
+    use crate::simd::schedule::{chunk_ends, chunk_ends_dot, max_abs};
 
     fn random(rng: &mut Rng, n: usize, limit: u64) -> [i16; 2048] {
         let mut v = [0i16; 2048];
@@ -167,7 +231,7 @@ mod tests {
                 let rows = random(&mut rng, size, 32767);
                 let x = random(&mut rng, len, [32767, 40][len % 2]);
                 let mut ends = [0u32; 128];
-                let chunks = chunk_ends(&x[..len], max_abs(&rows[..size]), &mut ends);
+                let chunks = chunk_ends_dot(&[&x[..len]], max_abs(&rows[..size]), &mut ends);
                 for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
                     let (mut fast, mut slow) = ([7i64; 17], [7i64; 17]);
                     let (rows, x, ends) = ((&rows[..size], stride), &x[..len], &ends[..chunks]);
@@ -204,6 +268,33 @@ mod tests {
             dot_rows_at(level, &mut fast, (&rows[..9 * 70], 70), &x[..70], &ends);
             dot_rows_scalar(&mut slow, (&rows[..9 * 70], 70), &x[..70]);
             assert_eq!(fast, slow, "{level:?}");
+        }
+    }
+
+    /// Two vectors over the same rows, against the definition for each, at every level.
+    #[test]
+    fn pair_matches_scalar_at_every_length_and_row_count() {
+        let mut rng = Rng::new(33);
+        for len in [0usize, 1, 2, 31, 32, 33, 64, 65, 100] {
+            for count in [0usize, 1, 3, 4, 5, 8, 9] {
+                let stride = len + 1;
+                let size = count.saturating_sub(1) * stride + len;
+                let rows = random(&mut rng, size, 32767);
+                let (a, b) = (random(&mut rng, len, 32767), random(&mut rng, len, 50));
+                let xs = [&a[..len], &b[..len]];
+                let mut ends = [0u32; 8];
+                let chunks = chunk_ends_dot(&xs, max_abs(&rows[..size]), &mut ends);
+                for level in Level::ALL.into_iter().filter(|&l| level::supported(l)) {
+                    let (mut fast, mut slow) = ([[5i64; 9]; 2], [[5i64; 9]; 2]);
+                    let [f0, f1] = &mut fast;
+                    let rows = (&rows[..size], stride);
+                    dot_rows2_at(level, [&mut f0[..count], &mut f1[..count]], rows, xs, &ends[..chunks]);
+                    for (s, x) in slow.iter_mut().zip(xs) {
+                        dot_rows_scalar(&mut s[..count], rows, x);
+                    }
+                    assert_eq!(fast, slow, "{level:?}: {count} rows of {len}");
+                }
+            }
         }
     }
 

@@ -120,6 +120,46 @@ fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32,
     chunks
 }
 
+/// Terms of one step of [`super::dot`]'s products: 32 consecutive terms, two per `i32` lane.
+pub const DOT_BLOCK: usize = 32;
+
+/// Cuts the terms of [`super::dot`]'s products (one vector or two over the same rows, `lists`)
+/// into chunks of whole [`DOT_BLOCK`]s from the first term (the last one may be shorter), for rows
+/// bounded by `row_bound`; returns how many chunks there are (`ends` needs room for one per block).
+///
+/// **Why no lane can overflow.** In the dot form lane `k` of a chunk takes only terms `2k` and
+/// `2k + 1` of each of the chunk's blocks, not every term as in [`chunk_ends`]. So a block adds at
+/// most `m_b * R` to any lane, where `m_b` is the largest `|x_2k| + |x_2k+1|` of the block (over
+/// both lists) and `R` the row bound; a chunk is closed before `sum of m_b * R` would pass
+/// [`LANE_LIMIT`]. One block alone always fits: `m_b * R <= 65534 * 32767 < 2^31`. Chunks are
+/// therefore about sixteen times longer than [`chunk_ends`] would cut for the same terms.
+pub fn chunk_ends_dot(lists: &[&[i16]], row_bound: u32, ends: &mut [u32]) -> usize {
+    let len = lists.first().map_or(0, |x| x.len());
+    assert!(lists.iter().all(|x| x.len() == len), "the lists share their terms");
+    debug_assert!(row_bound <= VALUE_LIMIT);
+    let mut chunks = 0;
+    let mut sum = 0u64;
+    for start in (0..len).step_by(DOT_BLOCK) {
+        let block = start..(start + DOT_BLOCK).min(len);
+        let pair_sum = |x: &[i16]| -> u64 {
+            let block = &x[block.clone()];
+            block.chunks(2).map(|p| p.iter().map(|v| v.unsigned_abs() as u64).sum::<u64>()).max().unwrap_or(0)
+        };
+        let most = lists.iter().map(|x| pair_sum(x)).max().unwrap_or(0) * row_bound as u64;
+        if start > 0 && sum + most > LANE_LIMIT {
+            ends[chunks] = start as u32;
+            chunks += 1;
+            sum = 0;
+        }
+        sum += most;
+    }
+    if len > 0 {
+        ends[chunks] = len as u32;
+        chunks += 1;
+    }
+    chunks
+}
+
 /// The largest magnitude in `values` (0 for none).
 pub fn max_abs(values: &[i16]) -> u32 {
     super::max_abs_i16(values)
@@ -128,6 +168,43 @@ pub fn max_abs(values: &[i16]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The dot form's chunks: whole blocks, every lane's bound within the limit, and as long as
+    /// the bound allows (one more block would pass it).
+    #[test]
+    fn dot_chunks_are_whole_blocks_within_every_lanes_limit() {
+        let mut rng = crate::rng::Rng::new(5);
+        for len in [0usize, 1, 31, 32, 33, 200, 800] {
+            for limit in [1u64, 300, 32767] {
+                let mut lists = [[0i16; 800]; 2];
+                for v in lists.iter_mut().flat_map(|l| l.iter_mut()) {
+                    *v = (rng.below(2 * limit + 1) as i64 - limit as i64) as i16;
+                }
+                let lists = [&lists[0][..len], &lists[1][..len]];
+                let mut ends = [0u32; 25];
+                let n = chunk_ends_dot(&lists, 32767, &mut ends);
+                let block_most = |b: usize| -> u64 {
+                    let block = b * DOT_BLOCK..((b + 1) * DOT_BLOCK).min(len);
+                    let pairs = lists.iter().flat_map(|x| x[block.clone()].chunks(2));
+                    pairs.map(|p| p.iter().map(|v| v.unsigned_abs() as u64).sum::<u64>()).max().unwrap()
+                        * 32767
+                };
+                let mut start = 0;
+                for &end in &ends[..n] {
+                    let end = end as usize;
+                    assert!(end == len || end.is_multiple_of(DOT_BLOCK), "whole blocks");
+                    let blocks = start / DOT_BLOCK..end.div_ceil(DOT_BLOCK);
+                    assert!(blocks.clone().map(block_most).sum::<u64>() <= LANE_LIMIT, "within the limit");
+                    if end < len {
+                        let more = blocks.clone().map(block_most).sum::<u64>() + block_most(blocks.end);
+                        assert!(more > LANE_LIMIT, "as long as the bound allows");
+                    }
+                    start = end;
+                }
+                assert_eq!(start, len);
+            }
+        }
+    }
 
     #[test]
     fn small_values_make_one_chunk() {
