@@ -584,6 +584,20 @@ fn conv_forwards<const D: usize>(
     copy_i16(&mut row[space.dense[0].input_at..][..s1.pooled.len()], s1.pooled);
 }
 
+/// Values `at..at + len` of each of the first `count` batch rows (`row_len` values each); empty
+/// for the rest of the samples in flight.
+fn row_parts(
+    rows: &[i16],
+    (row_len, count): (usize, usize),
+    (at, len): (usize, usize),
+) -> [&[i16]; IN_FLIGHT] {
+    let mut parts: [&[i16]; IN_FLIGHT] = [&[]; IN_FLIGHT];
+    for (part, row) in parts.iter_mut().zip(rows.chunks_exact(row_len)).take(count) {
+        *part = &row[at..][..len];
+    }
+    parts
+}
+
 /// The dense layers' forward passes of the first `count` samples in flight, whose first inputs
 /// are in their batch rows (`rows`, one per sample, `row_len` values each): every later layer's
 /// input is stored in the rows too; the logits are left in the last layer's `pre`.
@@ -603,10 +617,7 @@ fn dense_forward<const D: usize>(
                 copy_i16(&mut row[d.input_at..][..inputs], sample.dense[i - 1].act);
             }
         }
-        let mut xs: [&[i16]; IN_FLIGHT] = [&[]; IN_FLIGHT];
-        for (x, row) in xs.iter_mut().zip(rows.chunks_exact(row_len)).take(count) {
-            *x = &row[d.input_at..][..inputs];
-        }
+        let xs = row_parts(rows, (row_len, count), (d.input_at, inputs));
         let mut pres = [&mut *a.dense[i].pre, &mut *b.dense[i].pre];
         dense_pre(block, w, d, &xs[..count], &mut pres[..count], space.terms.ends);
         if block.tanh {
@@ -802,10 +813,7 @@ fn dense_backward<const D: usize>(
                 tanh_backward::<Fixed>(grad_out, frac, act, &mut row[d.delta_at..][..outputs]);
             }
         }
-        let mut deltas: [&[i16]; IN_FLIGHT] = [&[]; IN_FLIGHT];
-        for (delta, row) in deltas.iter_mut().zip(rows.chunks_exact(row_len)).take(count) {
-            *delta = &row[d.delta_at..][..outputs];
-        }
+        let deltas = row_parts(rows, (row_len, count), (d.delta_at, outputs));
         let mut grads = flights.map(|sample| match i {
             0 => &mut *sample.conv[1].grad_pooled,
             _ => &mut *sample.dense[i - 1].grad_out,
