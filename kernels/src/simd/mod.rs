@@ -436,8 +436,62 @@ mod platform {
         if rows < 8 || columns < 8 || level::current() == Level::Scalar {
             return super::transpose_i16_scalar(from, columns, to);
         }
+        if columns >= 32 && level::current() == Level::Avx512 {
+            // SAFETY: `current()` reports AVX-512 only where the CPU has it; rows and columns are
+            // at least 8 and 32, and `to` holds `from.len()` values (asserted by the caller).
+            return unsafe { transpose_blocks_avx512(from, columns, rows, to) };
+        }
         // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU runs it.
         unsafe { transpose_blocks(from, columns, rows, to) }
+    }
+
+    /// [`transpose_i16`] in blocks of 8 rows and 32 columns: the SSE2 network of
+    /// [`transpose_blocks`] on four 8 x 8 blocks at once, one in each 128-bit lane of the 512-bit
+    /// registers (24 shuffles per 256 values), each lane then stored as eight values of a row of
+    /// `to`. The ragged edges are blocks that overlap the last whole ones.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW; `rows >= 8`, `columns >= 32`, `from` and `to` hold
+    /// `rows * columns` values.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn transpose_blocks_avx512(from: &[i16], columns: usize, rows: usize, to: &mut [i16]) {
+        for j0 in block_starts(rows, 8) {
+            for i0 in block_starts(columns, 32) {
+                let mut a = [_mm512_setzero_si512(); 8];
+                for (j, a) in a.iter_mut().enumerate() {
+                    // SAFETY: row `j0 + j < rows`, columns `i0..i0 + 32 <= columns`: inside `from`.
+                    *a = unsafe { _mm512_loadu_si512(from.as_ptr().add((j0 + j) * columns + i0).cast()) };
+                }
+                let mut t = [_mm512_setzero_si512(); 8];
+                for (k, t) in t.iter_mut().enumerate() {
+                    let (x, y) = (a[k / 2 * 2], a[k / 2 * 2 + 1]);
+                    *t = if k % 2 == 0 { _mm512_unpacklo_epi16(x, y) } else { _mm512_unpackhi_epi16(x, y) };
+                }
+                let mut u = [_mm512_setzero_si512(); 8];
+                for (k, u) in u.iter_mut().enumerate() {
+                    let (x, y) = (t[k / 4 * 4 + k % 4 / 2], t[k / 4 * 4 + k % 4 / 2 + 2]);
+                    *u = if k % 2 == 0 { _mm512_unpacklo_epi32(x, y) } else { _mm512_unpackhi_epi32(x, y) };
+                }
+                for i in 0..8 {
+                    let (x, y) = (u[i / 2], u[i / 2 + 4]);
+                    let column =
+                        if i % 2 == 0 { _mm512_unpacklo_epi64(x, y) } else { _mm512_unpackhi_epi64(x, y) };
+                    // Lane `b` holds column `i0 + 8b + i` of rows `j0..j0 + 8`.
+                    let lanes = [
+                        _mm512_castsi512_si128(column),
+                        _mm512_extracti32x4_epi32::<1>(column),
+                        _mm512_extracti32x4_epi32::<2>(column),
+                        _mm512_extracti32x4_epi32::<3>(column),
+                    ];
+                    for (b, lane) in lanes.into_iter().enumerate() {
+                        let at = (i0 + 8 * b + i) * rows + j0;
+                        // SAFETY: row `i0 + 8b + i < columns` of `to` (rows of `rows` values),
+                        // values `j0..j0 + 8 <= rows`: inside `to`.
+                        unsafe { _mm_storeu_si128(to.as_mut_ptr().add(at).cast(), lane) };
+                    }
+                }
+            }
+        }
     }
 
     /// The blocks of [`transpose_i16`] (`rows` and `columns` at least 8).
