@@ -137,6 +137,22 @@ pub fn sum_abs_i16_scalar(values: &[i16]) -> u64 {
     values.iter().map(|v| v.unsigned_abs() as u64).sum()
 }
 
+/// `out[i] = max(|a[i]|, |b[i]|)` over equally long slices of values in the symmetric range: the
+/// magnitudes by which [`schedule::chunk_ends_pair`] cuts two coefficient lists that share their
+/// terms. aarch64 takes eight at a time (`abs`, `smax`), x86-64 eight in SSE2.
+pub fn larger_magnitudes_i16(a: &[i16], b: &[i16], out: &mut [i16]) {
+    assert!(a.len() == b.len() && a.len() == out.len(), "magnitudes of unequal lengths");
+    debug_assert!(no_min_values(a) && no_min_values(b));
+    platform::larger_magnitudes_i16(a, b, out)
+}
+
+/// The portable definition of [`larger_magnitudes_i16`].
+pub fn larger_magnitudes_i16_scalar(a: &[i16], b: &[i16], out: &mut [i16]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x.unsigned_abs().max(y.unsigned_abs()) as i16;
+    }
+}
+
 /// `out[i] = base + values[i] * scale` in wrapping `u32` arithmetic: row offsets from indices
 /// (a filter's winners, the rows of its weight gradient). aarch64 does four per `mla`.
 pub fn affine_u32(values: &[u32], base: u32, scale: u32, out: &mut [u32]) {
@@ -425,6 +441,23 @@ mod platform {
         debug_assert!(len >= block);
         let whole = (0..len / block).map(move |b| b * block);
         whole.chain((!len.is_multiple_of(block)).then(|| len - block))
+    }
+
+    pub fn larger_magnitudes_i16(a: &[i16], b: &[i16], out: &mut [i16]) {
+        let whole = a.len() / 8 * 8;
+        for ((o, x), y) in out[..whole].chunks_exact_mut(8).zip(a.chunks_exact(8)).zip(b.chunks_exact(8)) {
+            // SAFETY: SSE2 is part of the x86-64 baseline; each chunk holds 16 bytes and
+            // `loadu`/`storeu` have no alignment requirement.
+            unsafe {
+                let (x, y) = (_mm_loadu_si128(x.as_ptr().cast()), _mm_loadu_si128(y.as_ptr().cast()));
+                let zero = _mm_setzero_si128();
+                // |v| = max(v, -v): the values are in the symmetric range, so -v does not wrap.
+                let x = _mm_max_epi16(x, _mm_sub_epi16(zero, x));
+                let y = _mm_max_epi16(y, _mm_sub_epi16(zero, y));
+                _mm_storeu_si128(o.as_mut_ptr().cast(), _mm_max_epi16(x, y));
+            }
+        }
+        super::larger_magnitudes_i16_scalar(&a[whole..], &b[whole..], &mut out[whole..]);
     }
 
     /// [`super::transpose_i16`] in 8 x 8 blocks through SSE2 registers (`punpck*` at 16, 32 and
@@ -857,6 +890,37 @@ mod platform {
         vector + super::sum_i16_scalar(&values[whole..])
     }
 
+    pub fn larger_magnitudes_i16(a: &[i16], b: &[i16], out: &mut [i16]) {
+        let whole = a.len() / 8 * 8;
+        if whole > 0 {
+            // SAFETY: the three slices hold `a.len()` values (asserted by the caller); the loop
+            // reads and writes `whole` of them, eight at a time, advancing the pointers; `ld1`/`st1`
+            // `.8h` need only 2-byte alignment. The values are in the symmetric range, so `abs`
+            // does not wrap.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ld1 {{{x:v}.8h}}, [{a}], #16",
+                    "ld1 {{{y:v}.8h}}, [{b}], #16",
+                    "abs {x:v}.8h, {x:v}.8h",
+                    "abs {y:v}.8h, {y:v}.8h",
+                    "smax {x:v}.8h, {x:v}.8h, {y:v}.8h",
+                    "st1 {{{x:v}.8h}}, [{o}], #16",
+                    "subs {n}, {n}, #8",
+                    "b.ne 2b",
+                    n = inout(reg) whole => _,
+                    a = inout(reg) a.as_ptr() => _,
+                    b = inout(reg) b.as_ptr() => _,
+                    o = inout(reg) out.as_mut_ptr() => _,
+                    x = out(vreg) _,
+                    y = out(vreg) _,
+                    options(nostack)
+                );
+            }
+        }
+        super::larger_magnitudes_i16_scalar(&a[whole..], &b[whole..], &mut out[whole..]);
+    }
+
     pub fn sum_abs_i16(values: &[i16]) -> u64 {
         let whole = values.len() / 32 * 32;
         let mut vector: u64 = 0;
@@ -1174,6 +1238,7 @@ mod platform {
 mod platform {
     pub use super::add_rows_i64_scalar as add_rows_i64;
     pub use super::copy_rows_i16_scalar as copy_rows_i16;
+    pub use super::larger_magnitudes_i16_scalar as larger_magnitudes_i16;
     pub use super::max_abs_i16_scalar as max_abs_i16;
     pub use super::max_u32_scalar as max_u32;
     pub use super::round_to_i16_scalar as round_to_i16;
@@ -1281,6 +1346,23 @@ mod tests {
             copy_i16(&mut dst[..n], &src[..n]);
             assert_eq!(&dst[..n], &src[..n]);
             assert!(dst[n..].iter().all(|&v| v == 7), "length {n} wrote past the end");
+        }
+    }
+
+    #[test]
+    fn larger_magnitudes_match_scalar_at_every_length() {
+        let mut rng = Rng::new(14);
+        let edges = [32767i16, -32767, 0, 1, -1];
+        let a: [i16; 40] =
+            core::array::from_fn(|i| edges.get(i).copied().unwrap_or(rng.next_u64() as i16 | 1));
+        let b: [i16; 40] =
+            core::array::from_fn(|i| edges.get(4 - i.min(4)).copied().unwrap_or(rng.next_u64() as i16 | 1));
+        let (a, b) = (a.map(|v| v.max(-32767)), b.map(|v| v.max(-32767)));
+        for len in 0..=40 {
+            let (mut fast, mut scalar) = ([7i16; 40], [7i16; 40]);
+            larger_magnitudes_i16(&a[..len], &b[..len], &mut fast[..len]);
+            larger_magnitudes_i16_scalar(&a[..len], &b[..len], &mut scalar[..len]);
+            assert_eq!(fast, scalar, "{len} values");
         }
     }
 

@@ -60,11 +60,33 @@ fn one_chunk(terms: usize, ends: &mut [u32]) -> usize {
     1
 }
 
+/// The longest pair of lists [`chunk_ends_pair`] cuts through one list of their larger magnitudes
+/// (on the stack); longer ones take the magnitudes term by term.
+const PAIR_BUFFER: usize = 1024;
+
+/// [`chunk_ends_pair`] through a buffer of `N` larger magnitudes; `None` for longer lists.
+fn cut_by_larger<const N: usize>(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) -> Option<usize> {
+    let mut larger = [0i16; N];
+    let larger = larger.get_mut(..coeffs[0].len())?;
+    super::larger_magnitudes_i16(coeffs[0], coeffs[1], larger);
+    Some(chunk_ends(larger, row_bound, ends))
+}
+
 /// [`chunk_ends`] for two coefficient lists that share their terms (the two outputs of
 /// [`super::gather::gather_axpy2`]): a chunk must suit both, so each term counts with the larger of
 /// its two magnitudes, which bounds either lane's sum.
 pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) -> usize {
     assert_eq!(coeffs[0].len(), coeffs[1].len(), "the lists share their terms");
+    // The larger magnitudes as one list (a vector pass), then the single list's cut: the same
+    // greedy over the same magnitudes, so the same chunks. A short list (a block's samples) takes
+    // a short buffer, which is cheaper to clear.
+    let cut = match coeffs[0].len() {
+        0..=64 => cut_by_larger::<64>(coeffs, row_bound, ends),
+        _ => cut_by_larger::<PAIR_BUFFER>(coeffs, row_bound, ends),
+    };
+    if let Some(chunks) = cut {
+        return chunks;
+    }
     let magnitude = |t: usize| coeffs[0][t].unsigned_abs().max(coeffs[1][t].unsigned_abs());
     let larger = coeffs[0].iter().zip(coeffs[1]).map(|(a, b)| a.unsigned_abs().max(b.unsigned_abs()));
     if fits_one_chunk(larger, coeffs[0].len(), row_bound) {
@@ -340,6 +362,25 @@ mod tests {
                 let m = chunk_ends_by(len, larger, row_bound, &mut greedy);
                 assert_eq!(&fast[..n], &greedy[..m], "pair case {case} bound {row_bound}");
             }
+        }
+    }
+
+    /// Pairs longer than the stack buffer take the magnitudes term by term: the same cuts.
+    #[test]
+    fn long_pairs_are_cut_as_the_greedy_definition() {
+        let mut rng = crate::rng::Rng::new(10);
+        let mut a = [0i16; 1500];
+        let mut b = [0i16; 1500];
+        for v in a.iter_mut().chain(b.iter_mut()) {
+            *v = (rng.below(2 * 32767 + 1) as i64 - 32767) as i16;
+        }
+        for len in [PAIR_BUFFER - 1, PAIR_BUFFER, PAIR_BUFFER + 1, 1500] {
+            let (mut fast, mut greedy) = ([0u32; 1500], [0u32; 1500]);
+            let n = chunk_ends_pair([&a[..len], &b[..len]], 3000, &mut fast);
+            let larger = |t: usize| a[t].unsigned_abs().max(b[t].unsigned_abs());
+            let m = chunk_ends_by(len, larger, 3000, &mut greedy);
+            assert!(n > 1, "several chunks");
+            assert_eq!(&fast[..n], &greedy[..m], "{len} terms");
         }
     }
 
