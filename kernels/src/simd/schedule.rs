@@ -39,7 +39,10 @@ pub fn chunk_ends(coeffs: &[i16], row_bound: u32, ends: &mut [u32]) -> usize {
     if coeffs.len() <= 1 << 16 && super::sum_abs_i16(coeffs) * row_bound as u64 <= LANE_LIMIT {
         return one_chunk(coeffs.len(), ends);
     }
-    chunk_ends_by(coeffs.len(), |t| coeffs[t].unsigned_abs(), row_bound, ends)
+    // A group's magnitudes summed by the vector kernel (eight values: one `abs`/`uaddlv` pass on
+    // aarch64).
+    let group = |t: usize| super::sum_abs_i16(&coeffs[t..t + TERM_GROUP]);
+    chunk_ends_by(coeffs.len(), (|t| coeffs[t].unsigned_abs(), group), row_bound, ends)
 }
 
 /// Whether all `terms` magnitudes together stay within the lane limit, so the greedy cut would
@@ -92,7 +95,8 @@ pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) ->
     if fits_one_chunk(larger, coeffs[0].len(), row_bound) {
         return one_chunk(coeffs[0].len(), ends);
     }
-    chunk_ends_by(coeffs[0].len(), magnitude, row_bound, ends)
+    let group = |t: usize| (t..t + TERM_GROUP).map(|i| magnitude(i) as u64).sum::<u64>();
+    chunk_ends_by(coeffs[0].len(), (magnitude, group), row_bound, ends)
 }
 
 /// The greedy cut of [`chunk_ends`] over `terms` terms of the given magnitudes. Whole groups of
@@ -100,7 +104,13 @@ pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) ->
 /// for the group; only a group that does not fit is taken term by term, which is where the cut
 /// falls. The same cuts as term by term throughout ([`chunk_ends_term_by_term`], tested): inside
 /// a group that fits, no term could have passed the limit.
-fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32, ends: &mut [u32]) -> usize {
+/// `group(t)` is the sum of the magnitudes of terms `t..t + TERM_GROUP`.
+fn chunk_ends_by(
+    terms: usize,
+    (magnitude, group): (impl Fn(usize) -> u16, impl Fn(usize) -> u64),
+    row_bound: u32,
+    ends: &mut [u32],
+) -> usize {
     debug_assert!(row_bound <= VALUE_LIMIT);
     let term = |t: usize| magnitude(t) as u64 * row_bound as u64;
     let mut chunks = 0;
@@ -109,7 +119,7 @@ fn chunk_ends_by(terms: usize, magnitude: impl Fn(usize) -> u16, row_bound: u32,
     let mut t = 0;
     while t < terms {
         if (t - start).is_multiple_of(TERM_GROUP) && t + TERM_GROUP <= terms {
-            let group = (t..t + TERM_GROUP).map(|i| magnitude(i) as u64).sum::<u64>() * row_bound as u64;
+            let group = group(t) * row_bound as u64;
             if sum + group <= LANE_LIMIT {
                 sum += group;
                 t += TERM_GROUP;
@@ -190,6 +200,12 @@ pub fn max_abs(values: &[i16]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`chunk_ends_by`] with each group's sum taken term by term from the magnitudes.
+    fn greedy_by(len: usize, magnitude: impl Fn(usize) -> u16 + Copy, bound: u32, ends: &mut [u32]) -> usize {
+        let group = |t: usize| (t..t + TERM_GROUP).map(|i| magnitude(i) as u64).sum::<u64>();
+        chunk_ends_by(len, (magnitude, group), bound, ends)
+    }
 
     /// The dot form's chunks: whole blocks, every lane's bound within the limit, and as long as
     /// the bound allows (one more block would pass it).
@@ -325,7 +341,7 @@ mod tests {
             }
             for row_bound in [1, 1000, 16384, 32767] {
                 let (mut grouped, mut reference) = ([0u32; 300], [0u32; 300]);
-                let n = chunk_ends_by(len, |t| values[t].unsigned_abs(), row_bound, &mut grouped);
+                let n = greedy_by(len, |t| values[t].unsigned_abs(), row_bound, &mut grouped);
                 let m = chunk_ends_term_by_term(len, |t| values[t].unsigned_abs(), row_bound, &mut reference);
                 assert_eq!(&grouped[..n], &reference[..m], "case {case}, bound {row_bound}");
             }
@@ -355,11 +371,11 @@ mod tests {
             {
                 let (mut fast, mut greedy) = ([0u32; 300], [0u32; 300]);
                 let n = chunk_ends(a, row_bound, &mut fast);
-                let m = chunk_ends_by(len, |t| a[t].unsigned_abs(), row_bound, &mut greedy);
+                let m = greedy_by(len, |t| a[t].unsigned_abs(), row_bound, &mut greedy);
                 assert_eq!(&fast[..n], &greedy[..m], "case {case} bound {row_bound}");
                 let n = chunk_ends_pair([a, b], row_bound, &mut fast);
                 let larger = |t: usize| a[t].unsigned_abs().max(b[t].unsigned_abs());
-                let m = chunk_ends_by(len, larger, row_bound, &mut greedy);
+                let m = greedy_by(len, larger, row_bound, &mut greedy);
                 assert_eq!(&fast[..n], &greedy[..m], "pair case {case} bound {row_bound}");
             }
         }
@@ -378,7 +394,7 @@ mod tests {
             let (mut fast, mut greedy) = ([0u32; 1500], [0u32; 1500]);
             let n = chunk_ends_pair([&a[..len], &b[..len]], 3000, &mut fast);
             let larger = |t: usize| a[t].unsigned_abs().max(b[t].unsigned_abs());
-            let m = chunk_ends_by(len, larger, 3000, &mut greedy);
+            let m = greedy_by(len, larger, 3000, &mut greedy);
             assert!(n > 1, "several chunks");
             assert_eq!(&fast[..n], &greedy[..m], "{len} terms");
         }
