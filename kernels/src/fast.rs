@@ -32,7 +32,9 @@ use crate::profile::{self, span, Phase, Slot};
 use crate::simd::dot::{self, dot_rows, dot_rows2};
 use crate::simd::gather::{gather_axpy, gather_axpy2_strided, gather_axpy_strided, Write};
 use crate::simd::level;
-use crate::simd::schedule::{chunk_ends, chunk_ends_dot, chunk_ends_pair, max_abs, VALUE_LIMIT};
+use crate::simd::schedule::{
+    chunk_ends, chunk_ends_dot, chunk_ends_pair, chunk_ends_shared, max_abs, VALUE_LIMIT,
+};
 use crate::simd::{add_rows_i64, affine_u32, copy_i16, copy_rows_i16, pool, sum_i16, transpose_i16};
 use crate::train::BatchStats;
 use crate::{tanh, Arith, Fixed};
@@ -538,8 +540,7 @@ fn dense_pre(
     let rows_t = (&*d.input_rows, outputs);
     let chunks = match dot {
         true => chunk_ends_dot(xs, d.weight_limit, ends),
-        false if xs.len() == 1 => chunk_ends(xs[0], d.weight_limit, ends),
-        false => chunk_ends_pair([xs[0], xs[1]], d.weight_limit, ends),
+        false => chunk_ends_shared(xs, d.weight_limit, ends),
     };
     let ends = &ends[..chunks];
     match (xs, &mut *pres) {
@@ -611,17 +612,16 @@ fn dense_forward<const D: usize>(
     for (i, (block, d)) in net.dense.iter().zip(&space.dense).enumerate() {
         let _t = span(Slot::Layer(2 + i, Phase::Forward));
         let inputs = block.dense.inputs;
-        let [a, b] = &mut space.samples;
         if i > 0 {
-            for (row, sample) in rows.chunks_exact_mut(row_len).zip([&*a, &*b]).take(count) {
+            for (row, sample) in rows.chunks_exact_mut(row_len).zip(&space.samples).take(count) {
                 copy_i16(&mut row[d.input_at..][..inputs], sample.dense[i - 1].act);
             }
         }
         let xs = row_parts(rows, (row_len, count), (d.input_at, inputs));
-        let mut pres = [&mut *a.dense[i].pre, &mut *b.dense[i].pre];
+        let mut pres = space.samples.each_mut().map(|sample| &mut *sample.dense[i].pre);
         dense_pre(block, w, d, &xs[..count], &mut pres[..count], space.terms.ends);
         if block.tanh {
-            for sample in [a, b].into_iter().take(count) {
+            for sample in space.samples.iter_mut().take(count) {
                 let DenseSample { pre, act, .. } = &mut sample.dense[i];
                 tanh_forward::<Fixed>(pre, block.spec.acc_frac(), act);
             }
@@ -805,33 +805,26 @@ fn dense_backward<const D: usize>(
         let block = &net.dense[i];
         let (inputs, outputs) = (block.dense.inputs, block.dense.outputs);
         let d = &space.dense[i];
-        let [a, b] = &mut space.samples;
-        let mut flights = [a, b];
         if block.tanh {
-            for (row, sample) in rows.chunks_exact_mut(row_len).zip(flights.iter_mut()).take(count) {
+            for (row, sample) in rows.chunks_exact_mut(row_len).zip(&space.samples).take(count) {
                 let DenseSample { act, grad_out, .. } = &sample.dense[i];
                 tanh_backward::<Fixed>(grad_out, frac, act, &mut row[d.delta_at..][..outputs]);
             }
         }
         let deltas = row_parts(rows, (row_len, count), (d.delta_at, outputs));
-        let mut grads = flights.map(|sample| match i {
+        let mut grads = space.samples.each_mut().map(|sample| match i {
             0 => &mut *sample.conv[1].grad_pooled,
             _ => &mut *sample.dense[i - 1].grad_out,
         });
         // The rows of `W` (`inputs` values apart) scaled by the deltas, every delta a term (as
         // in `dense_pre`); two samples share one pass over them.
         let (weights, rows_w) = (block.spec.weights(w.working), (&*d.output_rows, inputs));
-        let ends = &mut *space.terms.ends;
+        let chunks = chunk_ends_shared(&deltas[..count], d.weight_limit, space.terms.ends);
+        let ends = &space.terms.ends[..chunks];
         match (&deltas[..count], &mut grads[..count]) {
-            ([delta], [grad]) => {
-                let chunks = chunk_ends(delta, d.weight_limit, ends);
-                let ends = &ends[..chunks];
-                gather_axpy_strided(grad, Write::Set, weights, rows_w, delta, ends);
-            }
+            ([delta], [grad]) => gather_axpy_strided(grad, Write::Set, weights, rows_w, delta, ends),
             ([d0, d1], [g0, g1]) => {
-                let chunks = chunk_ends_pair([d0, d1], d.weight_limit, ends);
-                let ends = &ends[..chunks];
-                gather_axpy2_strided([g0, g1], Write::Set, weights, rows_w, [d0, d1], ends);
+                gather_axpy2_strided([g0, g1], Write::Set, weights, rows_w, [d0, d1], ends)
             }
             _ => panic!("one or two samples in flight"),
         }

@@ -99,6 +99,17 @@ pub fn chunk_ends_pair(coeffs: [&[i16]; 2], row_bound: u32, ends: &mut [u32]) ->
     chunk_ends_by(coeffs[0].len(), (magnitude, group), row_bound, ends)
 }
 
+/// The chunks of one list ([`chunk_ends`]) or of two lists that share their terms
+/// ([`chunk_ends_pair`]): the gather form's counterpart of [`chunk_ends_dot`], for callers with one
+/// or two samples in flight.
+pub fn chunk_ends_shared(lists: &[&[i16]], row_bound: u32, ends: &mut [u32]) -> usize {
+    match lists {
+        [list] => chunk_ends(list, row_bound, ends),
+        [first, second] => chunk_ends_pair([first, second], row_bound, ends),
+        _ => panic!("one or two coefficient lists"),
+    }
+}
+
 /// The greedy cut of [`chunk_ends`] over `terms` terms of the given magnitudes. Whole groups of
 /// [`TERM_GROUP`] terms (counted from the chunk's start) that fit go in at once, with one test
 /// for the group; only a group that does not fit is taken term by term, which is where the cut
